@@ -1,0 +1,1 @@
+"""rmoe_mm: importing it registers every module for the mmseg and mmdet scopes."""
