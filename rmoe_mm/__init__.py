@@ -1,1 +1,13 @@
-"""rmoe_mm: importing it registers every module for the mmseg and mmdet scopes."""
+"""rmoe_mm: Residual Mixture of Experts backbones for mmsegmentation and mmdetection.
+
+Importing the package registers every module (for both the mmseg and the mmdet
+default scope, see :mod:`rmoe_mm.registry`) and installs the checkpoint
+allow-list that makes mmengine checkpoints loadable on torch >= 2.6
+(:mod:`rmoe_mm.checkpoint`). Configs bring it in with
+``custom_imports = dict(imports=['rmoe_mm'])``.
+"""
+from . import checkpoint, engine, moe  # noqa: F401
+
+checkpoint.install()
+
+__version__ = '0.1.0'

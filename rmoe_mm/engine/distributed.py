@@ -1,0 +1,53 @@
+"""Distributed training without CUDA: the gloo backend and a device-aware DDP.
+
+mmengine 0.10.7 assumes a GPU once ``launcher != 'none'``: ``init_dist``
+calls ``torch.cuda.set_device`` and ``Runner.wrap_model`` passes
+``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module. On a machine
+without CUDA, :func:`prepare_distributed_cfg` initialises the process group
+with gloo itself (mmengine then skips its own initialisation) and selects
+:class:`DeviceAwareDistributedDataParallel`, so ``tools/dist_train.sh`` runs
+with CPU processes. With CUDA, nothing changes.
+"""
+import os
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
+
+
+@MODEL_WRAPPERS.register_module()
+class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` that drops ``device_ids`` for a CPU module.
+
+    NOTE: mmengine only forwards ``device_ids`` to subclasses of torch's DDP;
+    this class is one, so the runner passes them and we discard them here.
+    """
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        first = next(module.parameters(), None)
+        if first is not None and first.device.type == 'cpu':
+            device_ids = None
+        super().__init__(module=module, device_ids=device_ids, **kwargs)
+
+
+def prepare_distributed_cfg(cfg, launcher: str) -> None:
+    """Make ``cfg`` runnable under ``launcher`` on this machine (in place)."""
+    cfg.launcher = launcher
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise RuntimeError(
+            f'--launcher {launcher} needs CUDA on this version of mmengine; '
+            'without a GPU use --launcher pytorch (tools/dist_train.sh), which '
+            'runs CPU processes with the gloo backend.')
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(
+            backend='gloo',
+            rank=int(os.environ['RANK']),
+            world_size=int(os.environ['WORLD_SIZE']))
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='DeviceAwareDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))

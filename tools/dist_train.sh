@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Distributed training through torchrun, in the mmseg/mmdet form:
+#   bash tools/dist_train.sh CONFIG GPUS [train.py args]
+# NNODES, NODE_RANK, PORT, MASTER_ADDR as in mmseg/mmdet. Without CUDA, GPUS
+# CPU processes train with the gloo backend. PYTHON selects the interpreter.
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+
+PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
+${PYTHON:-python} -m torch.distributed.run \
+    --nnodes=$NNODES \
+    --node_rank=$NODE_RANK \
+    --master_addr=$MASTER_ADDR \
+    --nproc_per_node=$GPUS \
+    --master_port=$PORT \
+    "$(dirname "$0")/train.py" \
+    "$CONFIG" \
+    --launcher pytorch "${@:3}"

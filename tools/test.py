@@ -1,0 +1,105 @@
+"""Test (and evaluate) a segmentor or detector checkpoint (mmseg / mmdet 3.x CLI).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir W] [--out OUT]
+        [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...]
+
+``--out`` follows the config's library: for mmseg a directory of predicted
+label maps, for mmdet a ``.pkl`` file of raw detections.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
+from rmoe_mm.engine import prepare_distributed_cfg
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a segmentor or detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='the dir to save the evaluation metrics (json)')
+    parser.add_argument(
+        '--out', help='mmseg: directory for predicted label maps; '
+        'mmdet: .pkl file for raw results')
+    parser.add_argument('--show', action='store_true', help='show results')
+    parser.add_argument(
+        '--show-dir', help='directory where painted images will be saved')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value pairs (mmengine DictAction)')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def library_of(cfg) -> str:
+    """'mmseg' or 'mmdet', from the config's default scope."""
+    scope = cfg.get('default_scope')
+    if scope not in ('mmseg', 'mmdet'):
+        raise ValueError(f"default_scope must be 'mmseg' or 'mmdet', got {scope!r}")
+    return scope
+
+
+def enable_visualization(cfg, args) -> None:
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise RuntimeError("--show/--show-dir need default_hooks.visualization="
+                           "dict(type='...VisualizationHook') in the config")
+    hook = hooks['visualization']
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if library_of(cfg) == 'mmdet':
+            hook['test_out_dir'] = args.show_dir
+        else:
+            cfg.visualizer['save_dir'] = args.show_dir
+
+
+def build_cfg(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    prepare_distributed_cfg(cfg, args.launcher)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    if args.out is not None and library_of(cfg) == 'mmseg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_cfg(args)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out is not None and library_of(cfg) == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out for a detector must be a .pkl file, got {args.out!r}')
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
