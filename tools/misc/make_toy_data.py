@@ -234,6 +234,8 @@ def _coco_sample(rng, size, first_class):
 
 
 def _coco_annotation(polygon, ann_id, image_id, category_id):
+    # bbox and area from the rounded vertices that the JSON stores.
+    polygon = [(round(x, 2), round(y, 2)) for x, y in polygon]
     xs = [x for x, _ in polygon]
     ys = [y for _, y in polygon]
     # Shoelace area of the polygon, as COCO gives for polygon annotations.
@@ -244,7 +246,7 @@ def _coco_annotation(polygon, ann_id, image_id, category_id):
         id=ann_id,
         image_id=image_id,
         category_id=category_id,
-        segmentation=[[round(v, 2) for xy in polygon for v in xy]],
+        segmentation=[[v for xy in polygon for v in xy]],
         area=round(area, 2),
         bbox=[round(x0, 2), round(y0, 2), round(max(xs) - x0, 2),
               round(max(ys) - y0, 2)],

@@ -1,11 +1,11 @@
 # Toy ADE20K written by tools/misc/make_toy_data.py (128 px images by default).
 # Modeled on mmseg's _base_/datasets/ade20k.py, scaled down for a 2-core CPU:
-# small scale and crop, no PhotoMetricDistortion (colour is one of the cues
+# 128 px scale and crop, no PhotoMetricDistortion (colour is one of the cues
 # that make the toy classes learnable in minutes), no worker processes.
 dataset_type = 'ADE20KDataset'
 data_root = 'data/toy_ade20k/ADEChallengeData2016'
 img_scale = (128, 128)
-crop_size = (64, 64)
+crop_size = (128, 128)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
