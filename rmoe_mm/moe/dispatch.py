@@ -1,0 +1,146 @@
+"""Group token choices by expert, enforce a capacity, and combine back.
+
+Pure tensor code, no per-token loop and no dense ``[S, E, C]`` one-hot: the
+``N * k`` (token, choice) assignments are stably sorted by expert, so each
+expert's tokens form one contiguous slice of a gathered ``[A, C]`` buffer
+that one matmul per expert consumes (see :mod:`.experts`).
+"""
+from typing import List, NamedTuple, Optional
+
+import math
+
+import torch
+from torch import Tensor
+
+
+class DispatchPlan(NamedTuple):
+    """Where each kept assignment comes from and goes to."""
+
+    #: ``[A]`` long: token of each kept assignment, grouped by expert.
+    token_index: Tensor
+    #: ``[A]`` long: which of the token's k choices it is (0 = best).
+    choice_index: Tensor
+    #: Kept assignments per expert (a Python list, the slice sizes).
+    counts: List[int]
+    #: ``[E]`` long: assignments routed to each expert before the capacity.
+    requested: Tensor
+    #: Assignments that overflowed an expert's capacity.
+    num_dropped: Tensor
+
+
+def expert_capacity(num_tokens: int, num_experts: int, top_k: int,
+                    capacity_factor: Optional[float]) -> Optional[int]:
+    """Slots per expert: ``ceil(capacity_factor * k * N / E)``, None if dropless.
+
+    ``capacity_factor`` None or 0 means dropless (every assignment is kept).
+    """
+    if not capacity_factor:
+        return None
+    return math.ceil(capacity_factor * top_k * num_tokens / num_experts)
+
+
+def plan_dispatch(expert_index: Tensor,
+                  num_experts: int,
+                  capacity: Optional[int] = None) -> DispatchPlan:
+    """Sort the assignments of ``expert_index [N, k]`` by expert.
+
+    Assignments are ranked choice-major (every token's first choice before any
+    second choice, then token order), as in GShard and Tutel, so that with a
+    capacity the second choices are the first to overflow. Within an expert
+    the kept assignments keep that order.
+
+    Args:
+        expert_index (Tensor): ``[N, k]`` long, the experts of each token.
+        num_experts (int): Number of experts E.
+        capacity (int, optional): Kept assignments per expert at most;
+            None keeps all (dropless).
+    """
+    num_tokens, top_k = expert_index.shape
+    flat = expert_index.t().reshape(-1)  # choice-major assignment order
+    order = torch.argsort(flat, stable=True)
+    requested = torch.bincount(flat, minlength=num_experts)
+    if capacity is None:
+        kept = requested
+        num_dropped = requested.new_zeros(())
+    else:
+        starts = requested.cumsum(0) - requested
+        rank_in_expert = torch.arange(
+            order.numel(), device=order.device) - starts[flat[order]]
+        order = order[rank_in_expert < capacity]
+        kept = requested.clamp(max=capacity)
+        num_dropped = requested.sum() - kept.sum()
+    return DispatchPlan(
+        token_index=order % max(num_tokens, 1),
+        choice_index=torch.div(order, max(num_tokens, 1), rounding_mode='floor'),
+        counts=kept.tolist(),
+        requested=requested,
+        num_dropped=num_dropped)
+
+
+class _Combine(torch.autograd.Function):
+    """Sum expert outputs back per token; see :func:`combine`."""
+
+    @staticmethod
+    def forward(ctx, expert_out: Tensor, gates: Tensor, token_index: Tensor,
+                num_tokens: int, weighted: bool, aux_loss: Optional[Tensor],
+                aux_grad: float) -> Tensor:
+        ctx.save_for_backward(expert_out, gates, token_index)
+        ctx.aux_grad = aux_grad
+        if aux_loss is not None:
+            ctx.aux_shape, ctx.aux_dtype = aux_loss.shape, aux_loss.dtype
+        contribution = expert_out * gates.to(expert_out.dtype)[:, None] \
+            if weighted else expert_out
+        out = expert_out.new_zeros(num_tokens, expert_out.shape[-1])
+        return out.index_add_(0, token_index, contribution)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        expert_out, gates, token_index = ctx.saved_tensors
+        grad_rows = grad_out.index_select(0, token_index)
+        grad_expert = grad_gates = None
+        if ctx.needs_input_grad[0]:
+            grad_expert = grad_rows * gates.to(grad_rows.dtype)[:, None]
+        if ctx.needs_input_grad[1]:
+            grad_gates = (grad_rows.float() * expert_out.float()).sum(-1)
+            grad_gates = grad_gates.to(gates.dtype)
+        grad_aux = None
+        if ctx.needs_input_grad[5]:
+            grad_aux = grad_out.new_full(ctx.aux_shape, ctx.aux_grad,
+                                         dtype=ctx.aux_dtype)
+        return grad_expert, grad_gates, None, None, None, grad_aux, None
+
+
+def combine(expert_out: Tensor,
+            gates: Tensor,
+            token_index: Tensor,
+            num_tokens: int,
+            alignment: str = 'stopgrad',
+            aux_loss: Optional[Tensor] = None,
+            aux_grad: float = 0.) -> Tensor:
+    """Per-token sum of the expert outputs of its kept assignments.
+
+    ``weighted``: ``y = sum_i g_i E_i(x)``.
+    ``stopgrad`` (RMoE): ``y = sum_i StopGrad((1 - g_i) E_i(x)) + g_i E_i(x)``,
+    whose value is the unweighted ``sum_i E_i(x)`` (exactly, no rounding) and
+    whose gradient is the weighted one's: ``g_i dy`` to the expert, ``E_i(x).dy``
+    to the gate. Tokens with no kept assignment get 0.
+
+    ``aux_loss`` (a scalar in the autograd graph) gets the gradient
+    ``aux_grad`` whenever the result is backpropagated: that is how a balance
+    loss trains the router with no change to the model that holds this layer.
+    It happens once per backward through this node, so gradient
+    checkpointing's second forward does not add it twice.
+
+    Args:
+        expert_out (Tensor): ``[A, C]`` expert outputs, one row per kept
+            assignment.
+        gates (Tensor): ``[A]`` gate value of each kept assignment.
+        token_index (Tensor): ``[A]`` token of each kept assignment.
+        num_tokens (int): N, rows of the result.
+        alignment (str): ``'stopgrad'`` or ``'weighted'``.
+        aux_loss (Tensor, optional): scalar auxiliary loss to train.
+        aux_grad (float): d(total loss)/d(aux_loss), i.e. its weight times
+            the loss scale.
+    """
+    return _Combine.apply(expert_out, gates, token_index, num_tokens,
+                          alignment == 'weighted', aux_loss, aux_grad)
