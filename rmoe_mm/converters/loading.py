@@ -1,0 +1,165 @@
+"""Load a dense or RMoE state dict into an RMoE backbone, checked and reported.
+
+Shared by every RMoE backbone (Swin, CvT): the backbone converts its checkpoint
+to its own key layout, then :func:`load_rmoe_state_dict` loads it.
+
+* A *dense* checkpoint fills everything but the MoE-specific parameters:
+  the dense FFN of each MoE block lands in the RMoE FFN's core (same key
+  names), residuals and routers keep the values they were constructed with.
+* An *RMoE* checkpoint (one with router / residual keys) must match the model
+  exactly in where the MoE FFNs are and in their shapes (expert count,
+  residual rank); anything else raises :class:`CheckpointMismatchError`
+  instead of loading part of it.
+* Any tensor whose shape differs from the model's raises, naming the key.
+"""
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, List, Set
+
+from mmengine.logging import print_log
+from torch import nn
+
+from .common import StateDict, summarise_keys
+
+# A key is MoE-specific when one of its path segments is a router or a
+# residual (the RMoEFFN naming contract).
+_MOE_SEGMENT = re.compile(r'(^|\.)(router|[^.]*residual[^.]*)(\.|$)')
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the model it is loaded into."""
+
+
+def is_moe_key(key: str) -> bool:
+    """Whether ``key`` names a router or residual tensor of an RMoE FFN."""
+    return _MOE_SEGMENT.search(key) is not None
+
+
+def moe_prefix(key: str) -> str:
+    """The RMoE FFN a MoE-specific ``key`` belongs to (``'stages.2.blocks.1.ffn'``)."""
+    return key[:_MOE_SEGMENT.search(key).start()]
+
+
+def rmoe_ffn_names(model: nn.Module) -> List[str]:
+    """Module names of the RMoE FFNs in ``model``."""
+    from rmoe_mm.moe.residual_ffn import RMoEFFN
+    return [name for name, m in model.named_modules() if isinstance(m, RMoEFFN)]
+
+
+@dataclass
+class LoadReport:
+    """What a load did with every key, for the log and for tests."""
+
+    source: str = ''
+    layout: str = ''
+    loaded: List[str] = field(default_factory=list)
+    initialised: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    ignored: List[str] = field(default_factory=list)
+    recomputed: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines: counts and key patterns of each group."""
+        head = f'Loaded {self.source or "state dict"}'
+        if self.layout:
+            head += f' ({self.layout} layout)'
+        lines = [
+            f'{head}: {len(self.loaded)} tensors loaded',
+            f'  new MoE tensors (router / residual init): '
+            f'{len(self.initialised)}: {summarise_keys(self.initialised)}',
+            f'  not in checkpoint, left at their init: {len(self.missing)}: '
+            f'{summarise_keys(self.missing)}',
+            f'  in checkpoint, ignored: {len(self.ignored)}: '
+            f'{summarise_keys(self.ignored)}',
+        ]
+        if self.recomputed:
+            lines.append(f'  derived buffers, recomputed: '
+                         f'{len(self.recomputed)}: '
+                         f'{summarise_keys(self.recomputed)}')
+        return '\n'.join(lines)
+
+
+def _check_moe_match(model: nn.Module, state_dict: StateDict,
+                     moe_keys: Set[str]) -> None:
+    """Raise unless the checkpoint's MoE FFNs are exactly the model's."""
+    model_moe = set(rmoe_ffn_names(model))
+    ckpt_moe = {moe_prefix(k) for k in state_dict if is_moe_key(k)}
+    if ckpt_moe != model_moe:
+        raise CheckpointMismatchError(
+            'the checkpoint is an RMoE checkpoint whose MoE FFNs are not the '
+            "model's (other moe_blocks?): only in the checkpoint: "
+            f'{sorted(ckpt_moe - model_moe) or "-"}; only in the model: '
+            f'{sorted(model_moe - ckpt_moe) or "-"}. Build the model with the '
+            "checkpoint's moe_blocks, or start from its dense checkpoint.")
+    absent = sorted(moe_keys - set(state_dict))
+    if absent:
+        raise CheckpointMismatchError(
+            'the RMoE checkpoint lacks MoE tensors the model has (other '
+            f'router or residual settings?): {summarise_keys(absent)}')
+
+
+def _shape_error(model: nn.Module, key: str, got, want) -> CheckpointMismatchError:
+    message = (f'checkpoint tensor {key!r} has shape {tuple(got)} but the '
+               f"model's has shape {tuple(want)}")
+    if is_moe_key(key):
+        ffn = model.get_submodule(moe_prefix(key))
+        settings = ', '.join(f'{name}={getattr(ffn, name)}'
+                             for name in ('num_experts', 'residual_rank')
+                             if hasattr(ffn, name))
+        message += (f'; the model\'s RMoE FFN {moe_prefix(key)!r} has '
+                    f'{settings}: the checkpoint was made with another '
+                    'expert count or residual rank')
+    return CheckpointMismatchError(message)
+
+
+def load_rmoe_state_dict(model: nn.Module,
+                         state_dict: StateDict,
+                         *,
+                         source: str = '',
+                         layout: str = '',
+                         ignored: Iterable[str] = (),
+                         recomputed: Iterable[str] = (),
+                         logger='current') -> LoadReport:
+    """Load ``state_dict`` (in ``model``'s key layout) into ``model``.
+
+    Args:
+        model: an RMoE backbone.
+        state_dict: dense or RMoE weights, already in ``model``'s layout.
+        source: where the weights came from, for the log.
+        layout: the layout they came in, for the log.
+        ignored: keys already left out by the caller (other model parts).
+        recomputed: derived buffers the caller dropped on purpose; model keys
+            in this list are not reported as missing.
+        logger: mmengine logger (name or instance) for the report; ``None``
+            logs nothing.
+
+    Returns:
+        The :class:`LoadReport`, also logged.
+
+    Raises:
+        CheckpointMismatchError: a shape differs, or the checkpoint is an RMoE
+            checkpoint for other MoE blocks or settings.
+    """
+    model_state = model.state_dict()
+    moe_keys = {k for k in model_state if is_moe_key(k)}
+    if any(is_moe_key(k) for k in state_dict):
+        _check_moe_match(model, state_dict, moe_keys)
+    for key, value in state_dict.items():
+        if key in model_state and value.shape != model_state[key].shape:
+            raise _shape_error(model, key, value.shape, model_state[key].shape)
+    model.load_state_dict(state_dict, strict=False)
+
+    recomputed = list(recomputed)
+    skip = set(recomputed)
+    report = LoadReport(
+        source=source,
+        layout=layout,
+        loaded=[k for k in state_dict if k in model_state],
+        initialised=sorted(k for k in moe_keys if k not in state_dict),
+        missing=[k for k in model_state
+                 if k not in state_dict and k not in moe_keys and k not in skip],
+        ignored=list(ignored) + [k for k in state_dict if k not in model_state],
+        recomputed=recomputed)
+    if logger is not None:
+        print_log(report.summary(), logger=logger)
+    return report
