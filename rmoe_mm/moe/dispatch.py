@@ -101,8 +101,8 @@ class _Combine(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_expert = grad_rows * gates.to(grad_rows.dtype)[:, None]
         if ctx.needs_input_grad[1]:
-            grad_gates = (grad_rows.float() * expert_out.float()).sum(-1)
-            grad_gates = grad_gates.to(gates.dtype)
+            grad_gates = (grad_rows.to(gates.dtype) *
+                          expert_out.to(gates.dtype)).sum(-1)
         grad_aux = None
         if ctx.needs_input_grad[5]:
             grad_aux = grad_out.new_full(ctx.aux_shape, ctx.aux_grad,

@@ -7,10 +7,9 @@ low-rank residual), and :func:`grouped_linear` applies expert ``e`` to its
 contiguous slice of the expert-sorted token rows.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -86,10 +85,101 @@ class ExpertResiduals(nn.Module):
         return getattr(self, f'{fc}_bias')
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a linear layer would run in here (autocast's, if it is on)."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
+class _GroupedLinear(torch.autograd.Function):
+    """Expert ``e`` applies ``W_core + R_e`` to its slice of the sorted rows.
+
+    One matmul per expert, written straight into its slice of the output.
+    ``W_core + R_e`` is built in a single ``[out, in]`` scratch buffer that is
+    reused by every expert (cache-resident, never ``E`` copies), and rebuilt
+    in backward instead of being kept. The residual weight gradient of expert
+    ``e`` is written straight into row ``e`` of one ``[E, out, in]`` tensor,
+    whose sum over experts is the core's gradient (skipped when the core is
+    frozen). Under autocast the sum ``W_core + R_e`` is taken in the weights'
+    dtype and rounded once to the autocast dtype, as a ``Linear`` would.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, counts, core_weight, core_bias, residual_weight,
+                residual_bias):
+        dtype = _compute_dtype(rows)
+        with torch.autocast(rows.device.type, enabled=False):
+            rows = rows.to(dtype).contiguous()
+            out = rows.new_empty(rows.shape[0], core_weight.shape[0])
+            biases = (core_bias + residual_bias).to(dtype)
+            weight = torch.empty_like(core_weight, dtype=dtype)
+            end = 0
+            for expert, count in enumerate(counts):
+                start, end = end, end + count
+                if count:
+                    torch.add(core_weight, residual_weight[expert], out=weight)
+                    torch.addmm(biases[expert], rows[start:end], weight.t(),
+                                out=out[start:end])
+        ctx.counts = counts
+        ctx.save_for_backward(rows, core_weight, residual_weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        rows, core_weight, residual_weight = ctx.saved_tensors
+        (need_rows, _, need_core_weight, need_core_bias, need_residual_weight,
+         need_residual_bias) = ctx.needs_input_grad
+        need_weight = need_core_weight or need_residual_weight
+        counts = ctx.counts
+        with torch.autocast(rows.device.type, enabled=False):
+            grad_out = grad_out.to(rows.dtype).contiguous()
+            grad_rows = torch.empty_like(rows) if need_rows else None
+            grad_weight = torch.empty_like(
+                residual_weight) if need_weight else None
+            grad_bias = grad_out.new_zeros(
+                residual_weight.shape[:2], dtype=residual_weight.dtype
+            ) if need_core_bias or need_residual_bias else None
+            weight = torch.empty_like(core_weight, dtype=rows.dtype)
+            # mm cannot write another dtype: bf16 weight grads go via scratch.
+            cast = need_weight and rows.dtype != grad_weight.dtype
+            grad_scratch = torch.empty_like(weight) if cast else None
+            end = 0
+            for expert, count in enumerate(counts):
+                start, end = end, end + count
+                if not count:
+                    if need_weight:
+                        grad_weight[expert].zero_()
+                    continue
+                grad_e, rows_e = grad_out[start:end], rows[start:end]
+                if need_rows:
+                    torch.add(core_weight, residual_weight[expert], out=weight)
+                    torch.mm(grad_e, weight, out=grad_rows[start:end])
+                if need_weight:
+                    if cast:
+                        torch.mm(grad_e.t(), rows_e, out=grad_scratch)
+                        grad_weight[expert].copy_(grad_scratch)
+                    else:
+                        torch.mm(grad_e.t(), rows_e, out=grad_weight[expert])
+                if grad_bias is not None:
+                    torch.sum(grad_e, 0, dtype=grad_bias.dtype,
+                              out=grad_bias[expert])
+        return (grad_rows, None,
+                grad_weight.sum(0) if need_core_weight else None,
+                grad_bias.sum(0) if need_core_bias else None,
+                grad_weight if need_residual_weight else None,
+                grad_bias if need_residual_bias else None)
+
+
 def grouped_linear(rows: Tensor, counts: Sequence[int], core_weight: Tensor,
                    core_bias: Tensor, residual_weight: Tensor,
                    residual_bias: Tensor) -> Tensor:
     """Apply expert ``e``'s linear layer to its slice of ``rows``.
+
+    Expert ``e`` uses weight ``core_weight + residual_weight[e]`` and bias
+    ``core_bias + residual_bias[e]``; the result has the autocast dtype when
+    autocast is on, else the dtype of ``rows``.
 
     Args:
         rows (Tensor): ``[A, in]`` token rows sorted by expert.
@@ -100,10 +190,8 @@ def grouped_linear(rows: Tensor, counts: Sequence[int], core_weight: Tensor,
     Returns:
         Tensor: ``[A, out]``.
     """
-    weights = (core_weight + residual_weight).unbind(0)
-    biases = (core_bias + residual_bias).unbind(0)
-    outs = [
-        F.linear(chunk, weight, bias)
-        for chunk, weight, bias in zip(rows.split(list(counts)), weights, biases)
-    ]
-    return torch.cat(outs)
+    if len(counts) != residual_weight.shape[0] or sum(counts) != rows.shape[0]:
+        raise ValueError(f'counts {list(counts)} do not split {rows.shape[0]} '
+                         f'rows among {residual_weight.shape[0]} experts')
+    return _GroupedLinear.apply(rows, tuple(counts), core_weight, core_bias,
+                                residual_weight, residual_bias)

@@ -5,7 +5,7 @@ A router maps tokens ``[N, C]`` to the experts each token visits
 differentiable) and the softmax over all experts (``probs [N, E]``) that the
 balance loss and the statistics use.
 
-NOTE: routing runs in fp32 with autocast off. Top-k selection on bf16 logits
+NOTE: routing runs in fp32 (fp64 for fp64 input) with autocast off. Top-k selection on bf16 logits
 flips between near-tied experts from one precision to the next, and the
 softmax / balance loss are cheap ([N, E]); Tutel and DeepSpeed do the same.
 """
@@ -25,9 +25,9 @@ class Routing(NamedTuple):
 
     #: ``[N, k]`` long: the experts each token visits, best first.
     expert_index: Tensor
-    #: ``[N, k]`` fp32: gate value of each choice (differentiable).
+    #: ``[N, k]`` gate value of each choice (differentiable, fp32 or wider).
     gates: Tensor
-    #: ``[N, E]`` fp32: softmax over all experts (noise included in training).
+    #: ``[N, E]`` softmax over all experts (noise included in training).
     probs: Tensor
 
 
@@ -45,7 +45,7 @@ def importance_loss(probs: Tensor) -> Tensor:
     num_experts = probs.shape[-1]
     if num_experts < 2 or probs.shape[0] == 0:
         return probs.sum() * 0.
-    importance = probs.float().sum(0)
+    importance = probs.sum(0)
     return importance.var() / (importance.mean()**2 + 1e-10)
 
 
@@ -64,8 +64,8 @@ def load_loss(probs: Tensor, expert_index: Tensor) -> Tensor:
     if num_tokens == 0:
         return probs.sum() * 0.
     first_choice = torch.bincount(expert_index[:, 0], minlength=num_experts)
-    fraction = first_choice.float() / num_tokens
-    return num_experts * (fraction * probs.float().mean(0)).sum()
+    fraction = first_choice.to(probs.dtype) / num_tokens
+    return num_experts * (fraction * probs.mean(0)).sum()
 
 
 def balance_loss(kind: str, routing: Routing) -> Tensor:
@@ -137,15 +137,16 @@ class TopKRouter(nn.Module):
                 f'top_k={self.top_k}, gate_noise={self.gate_noise:g}')
 
     def logits(self, x: Tensor) -> Tensor:
-        """Clean fp32 logits ``[N, E]`` of tokens ``x [N, C]``."""
-        x = x.float()
+        """Noise-free logits ``[N, E]`` of tokens ``x [N, C]``, fp32 or wider."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x = x.to(dtype)
         if self.router_type == 'linear':
-            return F.linear(x, self.gate.weight.float())
+            return F.linear(x, self.gate.weight.to(dtype))
         projected = F.normalize(
-            F.linear(x, self.projector.weight.float(),
-                     self.projector.bias.float()),
+            F.linear(x, self.projector.weight.to(dtype),
+                     self.projector.bias.to(dtype)),
             dim=-1)
-        logits = projected @ F.normalize(self.sim_matrix.float(), dim=0)
+        logits = projected @ F.normalize(self.sim_matrix.to(dtype), dim=0)
         return logits * self.temperature.clamp(
             max=self.temperature_max).exp()
 

@@ -1,0 +1,202 @@
+"""RMoEFFN against mmcv's FFN and against a naive per-token reference."""
+import pytest
+import torch
+from mmcv.cnn.bricks.transformer import FFN
+from moe_reference import reference_rmoe_ffn
+
+from rmoe_mm.moe import RMoEFFN, moe_param_groups, set_core_requires_grad
+
+C, H, E = 6, 10, 4
+
+
+def make_moe(**cfg):
+    torch.manual_seed(0)
+    cfg = dict(dict(num_experts=E, gate_noise=0., residual_std=0.1), **cfg)
+    moe = RMoEFFN(C, H, act_cfg=dict(type='GELU'), **cfg).double().train()
+    with torch.no_grad():  # non-zero biases and router so every path counts
+        for param in moe.residual.parameters():
+            param.normal_(0, 0.1)
+        moe.router.gate.weight.normal_(0, 1.)
+    return moe
+
+
+def named_grads(module, loss):
+    names, params = zip(*[(n, p) for n, p in module.named_parameters()
+                          if p.requires_grad])
+    return dict(zip(names, torch.autograd.grad(loss, params,
+                                               allow_unused=True)))
+
+
+def test_zero_residual_top1_stopgrad_equals_dense_ffn():
+    """Tolerance 1e-6 in fp32: top-1, zero residual, stopgrad is the dense FFN."""
+    torch.manual_seed(0)
+    dense = FFN(32, 64, act_cfg=dict(type='GELU'))
+    moe = RMoEFFN.from_dense(dense, num_experts=4, residual_std=0.)
+    x = torch.randn(2, 50, 32)
+    identity = torch.randn(2, 50, 32)
+    for mode in (True, False):  # training (gate noise on) and eval
+        dense.train(mode), moe.train(mode)
+        torch.testing.assert_close(moe(x), dense(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            moe(x, identity), dense(x, identity), rtol=0, atol=1e-6)
+
+
+def test_dense_checkpoint_loads_into_core_without_renaming():
+    dense = FFN(C, H)
+    moe = RMoEFFN(C, H, num_experts=E)
+    result = moe.load_state_dict(dense.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert all(key.startswith(('residual.', 'router.'))
+               for key in result.missing_keys)
+    torch.testing.assert_close(moe.layers[1].weight, dense.layers[1].weight)
+
+
+@pytest.mark.parametrize('capacity_factor', [None, 0.5])
+@pytest.mark.parametrize('alignment', ['stopgrad', 'weighted'])
+@pytest.mark.parametrize('top_k', [1, 2])
+def test_forward_and_backward_match_per_token_reference(
+        top_k, alignment, capacity_factor):
+    """fp64, tolerance 1e-10: output and the gradient of every parameter."""
+    moe = make_moe(top_k=top_k, alignment=alignment,
+                   capacity_factor=capacity_factor, balance_loss_weight=0.3)
+    x = torch.randn(3, 7, C, dtype=torch.float64, requires_grad=True)
+    seed = torch.randn_like(x)
+
+    out = moe(x)
+    grads = named_grads(moe, (out * seed).sum())
+    expected_out, expected_aux = reference_rmoe_ffn(moe, x)
+    expected = named_grads(moe, (expected_out * seed).sum() + 0.3 * expected_aux)
+
+    if capacity_factor:
+        assert moe.moe_stats()['dropped'] > 0
+    torch.testing.assert_close(out, expected_out, rtol=0, atol=1e-10)
+    assert grads.keys() == expected.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], rtol=0,
+                                   atol=1e-10, msg=name)
+        assert grads[name].abs().sum() > 0, name
+
+
+def test_input_gradient_matches_reference():
+    moe = make_moe(top_k=2, capacity_factor=0.7)
+    x = torch.randn(2, 9, C, dtype=torch.float64, requires_grad=True)
+    seed = torch.randn_like(x)
+    grad, = torch.autograd.grad((moe(x) * seed).sum(), x)
+    expected_out, expected_aux = reference_rmoe_ffn(moe, x)
+    expected, = torch.autograd.grad(
+        (expected_out * seed).sum() + 0.01 * expected_aux, x)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-10)
+
+
+def test_low_rank_residual_matches_reference():
+    moe = make_moe(residual_rank=2, top_k=2)
+    assert {n for n, _ in moe.residual.named_parameters()} == {
+        'fc1_weight_a', 'fc1_weight_b', 'fc1_bias', 'fc2_weight_a',
+        'fc2_weight_b', 'fc2_bias'
+    }
+    x = torch.randn(11, C, dtype=torch.float64)
+    seed = torch.randn_like(x)
+    grads = named_grads(moe, (moe(x) * seed).sum())
+    expected_out, expected_aux = reference_rmoe_ffn(moe, x)
+    expected = named_grads(moe, (expected_out * seed).sum() + 0.01 * expected_aux)
+    torch.testing.assert_close(moe(x), expected_out, rtol=0, atol=1e-10)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], rtol=0,
+                                   atol=1e-10, msg=name)
+
+
+def test_stopgrad_forward_is_the_unweighted_sum_of_selected_experts():
+    moe = make_moe(top_k=2)
+    weighted = make_moe(top_k=2, alignment='weighted')
+    x = torch.randn(8, C, dtype=torch.float64)
+    # With gates summing to 1 (top-2 renormalised), the weighted output lies
+    # between the experts; the stopgrad one is their plain sum: not the same.
+    assert not torch.allclose(moe(x), weighted(x))
+    moe_zero = make_moe(top_k=2)
+    with torch.no_grad():
+        for param in moe_zero.residual.parameters():
+            param.zero_()
+    core = moe_zero.layers
+    dense = core[1](core[0](x))
+    torch.testing.assert_close(moe_zero(x), x + 2 * dense, rtol=0, atol=1e-12)
+
+
+def test_frozen_core_gets_no_gradient_but_residuals_and_router_do():
+    moe = make_moe()
+    assert set_core_requires_grad(moe, False) == 4
+    x = torch.randn(20, C, dtype=torch.float64)
+    moe(x).pow(2).sum().backward()
+    groups = moe_param_groups(moe)
+    assert [n for n, _ in groups['core']] == [
+        'layers.0.0.weight', 'layers.0.0.bias', 'layers.1.weight',
+        'layers.1.bias'
+    ]
+    assert all(p.grad is None for _, p in groups['core'])
+    for name, param in groups['residual'] + groups['router']:
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_experts_without_tokens_get_zero_gradient():
+    moe = make_moe()
+    x = torch.randn(1, C, dtype=torch.float64).expand(12, C).contiguous()
+    out = moe(x)
+    counts = moe.moe_stats()['tokens_per_expert']
+    assert sorted(counts) == [0, 0, 0, 12]
+    out.sum().backward()
+    torch.testing.assert_close(out, reference_rmoe_ffn(moe, x)[0], rtol=0,
+                               atol=1e-10)
+    busy = counts.index(12)
+    for expert in range(E):
+        grad = moe.residual.fc1_weight.grad[expert]
+        assert (grad.abs().sum() > 0) == (expert == busy)
+
+
+@pytest.mark.parametrize('shape', [(0, C), (1, C), (5, C), (2, 3, 7, C)])
+def test_any_token_count(shape):
+    moe = make_moe(top_k=2, capacity_factor=1.0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    out = moe(x)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert moe.moe_stats()['num_tokens'] == x.numel() // C
+
+
+def test_overflow_tokens_pass_through_identity_and_are_counted():
+    """capacity_factor 0.1 with 40 tokens, 4 experts: 1 slot per expert."""
+    moe = make_moe(capacity_factor=0.1)
+    x = torch.randn(40, C, dtype=torch.float64)
+    out = moe(x)
+    stats = moe.moe_stats()
+    served = (out - x).abs().sum(-1) > 0
+    assert served.sum() == sum(min(c, 1) for c in stats['tokens_per_expert'])
+    assert stats['dropped'] == 40 - served.sum()
+    torch.testing.assert_close(out[~served], x[~served], rtol=0, atol=0)
+
+
+def test_bf16_autocast_on_cpu_runs_and_stays_close_to_fp32():
+    torch.manual_seed(0)
+    moe = RMoEFFN(16, 32, num_experts=4, top_k=2, gate_noise=0.)
+    x = torch.randn(2, 24, 16, requires_grad=True)
+    expected = moe(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = moe(x)
+    out.sum().backward()
+    # Routing runs in fp32, so the experts agree and only bf16 matmul
+    # rounding (relative 2^-8 per op) separates the two.
+    torch.testing.assert_close(out, expected, rtol=0.05, atol=0.05)
+    for name, param in moe.named_parameters():
+        assert param.grad.dtype == torch.float32, name
+        assert torch.isfinite(param.grad).all(), name
+
+
+def test_gate_noise_only_in_training():
+    moe = RMoEFFN(C, H, num_experts=E, gate_noise=5.)
+    x = torch.randn(64, C)
+    moe.eval()
+    torch.testing.assert_close(moe(x), moe(x), rtol=0, atol=0)
+    moe.train()
+    moe(x)
+    first = moe.moe_stats()['tokens_per_expert']
+    moe(x)
+    assert moe.moe_stats()['tokens_per_expert'] != first

@@ -1,0 +1,125 @@
+"""Time one training step of an RMoE FFN against the dense mmcv FFN it replaces.
+
+Both layers run side by side in one process, their repetitions interleaved
+(dense, RMoE, RMoE with frozen core, dense, ...), so that load from other
+processes hits all of them alike; the script prints median times and the
+ratios to the dense FFN. A step is forward + backward of
+``identity + FFN(x)`` with gradients for the input and every trainable
+parameter, as inside a Swin block; the dense FFN always trains all its
+parameters.
+
+Default shapes: Swin-T stages 3 and 4 for a 512x512 image, batch 2
+(tokens = 2 x 32 x 32, C = 384, H = 1536; tokens = 2 x 16 x 16, C = 768,
+H = 3072), GELU, E = 8 experts, top-1, dropless.
+
+Example::
+
+    python tools/analysis/benchmark_moe_layer.py --repeats 20
+"""
+import argparse
+import statistics
+import time
+
+import torch
+from mmcv.cnn.bricks.transformer import FFN
+
+from rmoe_mm.moe import RMoEFFN, set_core_requires_grad
+
+SHAPES = {
+    # name: (tokens, embed_dims, feedforward_channels)
+    'swin_t_stage3': (2 * 32 * 32, 384, 1536),
+    'swin_t_stage4': (2 * 16 * 16, 768, 3072),
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--shapes', nargs='+', default=list(SHAPES),
+                        choices=list(SHAPES))
+    parser.add_argument('--repeats', type=int, default=20,
+                        help='timed steps per variant (interleaved)')
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--num-experts', type=int, default=8)
+    parser.add_argument('--top-k', type=int, default=1)
+    parser.add_argument('--capacity-factor', type=float, default=None)
+    parser.add_argument('--residual-rank', type=int, default=None)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads (default: torch default)')
+    parser.add_argument('--seed', type=int, default=0)
+    return parser.parse_args()
+
+
+def train_step(layer, x, grad):
+    """Forward + backward of one layer; gradients are set to None first."""
+    for param in layer.parameters():
+        param.grad = None
+    x.grad = None
+    out = layer(x)
+    out.backward(grad)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def benchmark_shape(name, args):
+    num_tokens, embed_dims, hidden = SHAPES[name]
+    dense = FFN(embed_dims, hidden, act_cfg=dict(type='GELU'))
+    moe = RMoEFFN.from_dense(
+        dense,
+        num_experts=args.num_experts,
+        top_k=args.top_k,
+        capacity_factor=args.capacity_factor,
+        residual_rank=args.residual_rank)
+    frozen = RMoEFFN.from_dense(
+        dense,
+        num_experts=args.num_experts,
+        top_k=args.top_k,
+        capacity_factor=args.capacity_factor,
+        residual_rank=args.residual_rank)
+    set_core_requires_grad(frozen, False)
+    for layer in (dense, moe, frozen):
+        layer.train()
+
+    x = torch.randn(num_tokens // 2, 2, embed_dims).transpose(0, 1)
+    x = x.contiguous().requires_grad_()
+    grad = torch.randn_like(x)
+    variants = {
+        'dense FFN': lambda: train_step(dense, x, grad),
+        'RMoE FFN': lambda: train_step(moe, x, grad),
+        'RMoE FFN, core frozen': lambda: train_step(frozen, x, grad),
+    }
+    for _ in range(args.warmup):
+        for fn in variants.values():
+            fn()
+    times = {key: [] for key in variants}
+    for _ in range(args.repeats):
+        for key, fn in variants.items():
+            times[key].append(timed(fn))
+    medians = {key: statistics.median(value) for key, value in times.items()}
+    counts = moe.moe_stats()['tokens_per_expert']
+    print(f'\n{name}: {num_tokens} tokens, C={embed_dims}, H={hidden}, '
+          f'E={args.num_experts}, top-{args.top_k}, capacity_factor='
+          f'{args.capacity_factor}, tokens per expert {min(counts)}..'
+          f'{max(counts)}')
+    base = medians['dense FFN']
+    for key, value in medians.items():
+        print(f'  {key:<24s} {value * 1e3:8.2f} ms   {value / base:5.2f}x dense')
+    return {key: value / base for key, value in medians.items()}
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
+          f'{args.repeats} interleaved repeats, median step time')
+    for name in args.shapes:
+        benchmark_shape(name, args)
+
+
+if __name__ == '__main__':
+    main()
