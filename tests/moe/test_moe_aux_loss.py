@@ -1,0 +1,119 @@
+"""The balance loss trains the router from inside the layer's backward."""
+import types
+
+import pytest
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from moe_reference import importance_cv2
+from rmoe_mm.moe import (RMoEFFN, aux_grad_scale,
+                         aux_grad_scale_from_optim_wrapper, collect_moe_stats)
+
+C, H, E = 6, 10, 4
+
+
+def make_moe(**cfg):
+    torch.manual_seed(0)
+    cfg = dict(dict(num_experts=E, gate_noise=0.), **cfg)
+    moe = RMoEFFN(C, H, **cfg).double().train()
+    with torch.no_grad():
+        moe.router.gate.weight.normal_(0, 1.)
+    return moe
+
+
+def router_grad_of(loss_fn, moe):
+    moe.zero_grad()
+    loss_fn().backward()
+    return moe.router.gate.weight.grad.clone()
+
+
+def expected_aux_router_grad(moe, x, weight, kind='importance'):
+    """d(weight * balance loss)/d(router weight), from the formulas."""
+    probs = torch.softmax(x @ moe.router.gate.weight.t(), -1)
+    if kind == 'importance':
+        loss = importance_cv2(probs)
+    else:
+        first = torch.bincount(probs.argmax(-1), minlength=E).double()
+        loss = E * (first / x.shape[0] * probs.mean(0)).sum()
+    grad, = torch.autograd.grad(weight * loss, moe.router.gate.weight)
+    return grad
+
+
+@pytest.mark.parametrize('kind', ['importance', 'load'])
+def test_router_gets_balance_loss_gradient_with_no_caller_change(kind):
+    """The caller's loss ignores the FFN output (gradient 0), yet the router
+    receives exactly weight * d(balance loss)/d(router); tolerance 1e-12."""
+    moe = make_moe(balance_loss=kind, balance_loss_weight=0.5)
+    x = torch.randn(30, C, dtype=torch.float64)
+    grad = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
+    torch.testing.assert_close(grad, expected_aux_router_grad(moe, x, 0.5, kind),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('cfg', [dict(balance_loss_weight=0.),
+                                 dict(balance_loss='none')])
+def test_disabled_balance_loss_adds_no_gradient(cfg):
+    moe = make_moe(**cfg)
+    x = torch.randn(30, C, dtype=torch.float64)
+    grad = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
+    assert grad.abs().sum() == 0
+
+
+def test_aux_grad_scale_multiplies_injected_gradient():
+    """An AMP loss scale of 1024 scales the balance-loss gradient alike."""
+    moe = make_moe()
+    x = torch.randn(30, C, dtype=torch.float64)
+    plain = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
+    with aux_grad_scale(1024.):
+        scaled = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
+    torch.testing.assert_close(scaled, 1024 * plain, rtol=1e-12, atol=0)
+
+
+def test_aux_grad_scale_follows_optim_wrapper_scale_and_accumulation():
+    from mmengine.optim import OptimWrapper
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.)
+    assert aux_grad_scale_from_optim_wrapper(
+        OptimWrapper(optimizer, accumulative_counts=4)) == 0.25
+    amp_like = types.SimpleNamespace(
+        loss_scaler=types.SimpleNamespace(get_scale=lambda: 65536.,
+                                          is_enabled=lambda: True),
+        _accumulative_counts=2)
+    assert aux_grad_scale_from_optim_wrapper(amp_like) == 32768.
+
+
+@pytest.mark.parametrize('use_reentrant', [True, False])
+def test_gradient_checkpointing_injects_aux_gradient_once(use_reentrant):
+    """with_cp runs the forward twice; gradients equal the plain run."""
+    moe = make_moe(top_k=2, capacity_factor=1.0, balance_loss_weight=0.3)
+    x = torch.randn(2, 15, C, dtype=torch.float64, requires_grad=True)
+    seed = torch.randn_like(x)
+
+    def grads(run):
+        moe.zero_grad()
+        x.grad = None
+        (run(x) * seed).sum().backward()
+        return [x.grad.clone()] + [p.grad.clone() for p in moe.parameters()]
+
+    expected = grads(moe)
+    stats = moe.moe_stats()
+    got = grads(lambda t: checkpoint(moe, t, use_reentrant=use_reentrant))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert moe.moe_stats() == stats  # a snapshot, not counted twice
+
+
+def test_collect_moe_stats_reports_each_layer_of_the_last_forward():
+    model = torch.nn.Sequential(make_moe(), torch.nn.Identity(), make_moe())
+    assert collect_moe_stats(model) == {}
+    x = torch.randn(20, C, dtype=torch.float64)
+    model(x)
+    stats = collect_moe_stats(model)
+    assert list(stats) == ['0', '2']
+    for layer in stats.values():
+        assert sum(layer['tokens_per_expert']) == 20
+        assert layer['num_tokens'] == 20 and layer['dropped'] == 0
+        assert 0 <= layer['router_entropy'] <= torch.log(torch.tensor(4.))
+        assert layer['balance_loss'] >= 0
+    model.eval()
+    model(x)
+    assert 'balance_loss' not in collect_moe_stats(model)['0']
