@@ -30,9 +30,26 @@ def _numpy_globals() -> List[object]:
     return [np.ndarray, np.dtype, _reconstruct, scalar, *set(dtype_classes)]
 
 
+def history_buffer_method(owner, name: str):
+    """``getattr`` restricted to HistoryBuffer's registered statistics.
+
+    A pickled HistoryBuffer refers to its statistics methods
+    (``HistoryBuffer.mean``, ...) as ``getattr(HistoryBuffer, 'mean')``.
+    Allow-listing ``builtins.getattr`` itself would let a checkpoint walk from
+    any allowed object to arbitrary code, so the unpickler's ``getattr`` is
+    this function, which answers only that question.
+    """
+    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'GLOBAL builtins.getattr refused for getattr({owner!r}, {name!r}): '
+        'only HistoryBuffer statistics methods may be looked up')
+
+
 def safe_globals() -> List[object]:
     """The classes and functions an mmengine checkpoint may reference."""
-    return [HistoryBuffer, *_numpy_globals()]
+    return [HistoryBuffer, (history_buffer_method, 'builtins.getattr'),
+            *_numpy_globals()]
 
 
 class CheckpointGlobalRefused(pickle.UnpicklingError):

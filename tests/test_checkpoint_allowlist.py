@@ -26,7 +26,7 @@ def _runner_like_checkpoint():
     optimizer.step()
     buffer = HistoryBuffer()
     buffer.update(1.5)
-    buffer.update(np.float32(2.5))
+    buffer.update(2.5)
     return {
         'meta': {
             'epoch': 0, 'iter': 7, 'seed': np.int64(3),
@@ -86,3 +86,17 @@ def test_refusal_is_an_unpickling_error(tmp_path):
     torch.save(Forbidden(), path)
     with pytest.raises(pickle.UnpicklingError):
         _load_checkpoint(str(path), map_location='cpu')
+
+
+class Evil:
+    """Pickles as getattr(HistoryBuffer, '__init__'): not a statistics method."""
+
+    def __reduce__(self):
+        return getattr, (HistoryBuffer, '__init__')
+
+
+def test_getattr_is_limited_to_history_buffer_statistics(tmp_path):
+    path = tmp_path / 'getattr.pth'
+    torch.save({'x': Evil()}, path)
+    with pytest.raises(CheckpointGlobalRefused, match='getattr'):
+        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')

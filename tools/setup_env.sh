@@ -86,17 +86,15 @@ if ! mmcv_ok; then
   else
     log "reusing cached mmcv wheel in $WHEEL_DIR"
   fi
-  "${PIP[@]}" install --no-deps "$WHEEL_DIR"/mmcv-*.whl
-  # mmcv's own runtime needs, without letting pip touch torch.
-  "${PIP[@]}" install addict packaging "numpy<2.3" opencv-python-headless pillow pyyaml yapf
-  mmcv_ok || { log "mmcv installed but 'import mmcv.ops' fails"; exit 1; }
+  "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
 fi
 
-# ---- OpenMMLab stack, timm and test tools ----
+# ---- OpenMMLab stack, timm and test tools (mmcv is already satisfied) ----
 if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 || ! "$PY" -c "import timm, pytest, ftfy, regex, pycocotools" 2>/dev/null; then
   log "installing mmengine, mmsegmentation, mmdet, timm and test requirements"
   "${PIP[@]}" install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 fi
+mmcv_ok || { log "mmcv $MMCV_VERSION is installed but 'import mmcv.ops' fails:"; "$PY" -c "import mmcv.ops" || true; exit 1; }
 
 # ---- this checkout, editable ----
 if ! "$PY" -c "import rmoe_mm, os, sys; sys.exit(0 if os.path.realpath(os.path.dirname(rmoe_mm.__file__)) == os.path.realpath('$ROOT/rmoe_mm') else 1)" 2>/dev/null; then

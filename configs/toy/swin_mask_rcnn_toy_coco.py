@@ -8,7 +8,7 @@ _base_ = [
 ]
 custom_imports = dict(imports=['rmoe_mm'], allow_failed_imports=False)
 
-num_classes = 4
+num_classes = 6  # len(classes) of ../_base_/datasets/toy_coco.py
 model = dict(
     backbone=dict(
         _delete_=True,

@@ -1,0 +1,44 @@
+"""Importing rmoe_mm makes its modules buildable from the mmseg and mmdet scopes."""
+import pytest
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+
+import rmoe_mm  # noqa: F401
+from rmoe_mm.registry import HOOKS, MODELS
+
+
+def rmoe_entries(registry):
+    """Names of the entries that rmoe_mm put into ``registry``."""
+    return sorted(name for name, cls in registry.module_dict.items()
+                  if cls.__module__.startswith('rmoe_mm.'))
+
+
+@pytest.mark.parametrize('scope', ['mmseg', 'mmdet'])
+def test_every_rmoe_model_is_found_from_scope(scope):
+    names = rmoe_entries(MODELS)
+    assert 'RMoEFFN' in names
+    library = __import__(f'{scope}.registry', fromlist=['MODELS'])
+    with DefaultScope.overwrite_default_scope(scope):
+        for name in names:
+            assert library.MODELS.get(name) is MODELS.get(name), name
+
+
+@pytest.mark.parametrize('scope', ['mmseg', 'mmdet'])
+def test_every_rmoe_hook_is_found_from_scope(scope):
+    library = __import__(f'{scope}.registry', fromlist=['HOOKS'])
+    with DefaultScope.overwrite_default_scope(scope):
+        for name in rmoe_entries(HOOKS):
+            assert library.HOOKS.get(name) is HOOKS.get(name), name
+
+
+@pytest.mark.parametrize('scope', ['mmseg', 'mmdet'])
+def test_config_with_custom_imports_builds_rmoe_ffn(scope):
+    cfg = Config(dict(
+        default_scope=scope,
+        custom_imports=dict(imports=['rmoe_mm'], allow_failed_imports=False),
+        layer=dict(type='RMoEFFN', embed_dims=8, feedforward_channels=16,
+                   num_experts=2)))
+    init_default_scope(cfg.default_scope)
+    library = __import__(f'{scope}.registry', fromlist=['MODELS'])
+    layer = library.MODELS.build(cfg.layer)
+    assert type(layer).__name__ == 'RMoEFFN'
