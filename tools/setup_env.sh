@@ -97,7 +97,8 @@ fi
 mmcv_ok || { log "mmcv $MMCV_VERSION is installed but 'import mmcv.ops' fails:"; "$PY" -c "import mmcv.ops" || true; exit 1; }
 
 # ---- this checkout, editable ----
-if ! "$PY" -c "import rmoe_mm, os, sys; sys.exit(0 if os.path.realpath(os.path.dirname(rmoe_mm.__file__)) == os.path.realpath('$ROOT/rmoe_mm') else 1)" 2>/dev/null; then
+# Checked from / so that a checkout in the working directory does not count.
+if ! (cd / && "$PY" -c "import rmoe_mm, os, sys; sys.exit(0 if os.path.realpath(os.path.dirname(rmoe_mm.__file__)) == os.path.realpath('$ROOT/rmoe_mm') else 1)" 2>/dev/null); then
   log "installing rmoe_mm (editable) from $ROOT"
   (cd "$ROOT" && "${PIP[@]}" install --no-deps --no-build-isolation -e .)
 fi
