@@ -10,6 +10,7 @@ import math
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -74,7 +75,11 @@ class ExpertResiduals(nn.Module):
         return f'num_experts={self.num_experts}, rank={rank}, std={self.std:g}'
 
     def weight(self, fc: str) -> Tensor:
-        """Residual weights ``[E, out, in]`` of ``fc`` (``'fc1'``/``'fc2'``)."""
+        """Residual weights ``[E, out, in]`` of ``fc`` (``'fc1'``/``'fc2'``).
+
+        For a low-rank residual this materialises ``A_e B_e``; the forward
+        pass never does (see :func:`grouped_low_rank_linear`).
+        """
         if self.rank is None:
             return getattr(self, f'{fc}_weight')
         return torch.bmm(getattr(self, f'{fc}_weight_a'),
@@ -83,6 +88,18 @@ class ExpertResiduals(nn.Module):
     def bias(self, fc: str) -> Tensor:
         """Residual biases ``[E, out]`` of ``fc``."""
         return getattr(self, f'{fc}_bias')
+
+    def apply_fc(self, fc: str, rows: Tensor, counts: Sequence[int],
+                 core: nn.Linear) -> Tensor:
+        """Expert ``e``'s ``fc`` (core + residual ``e``) on its slice of rows."""
+        if self.rank is None:
+            return grouped_linear(rows, counts, core.weight, core.bias,
+                                  getattr(self, f'{fc}_weight'),
+                                  self.bias(fc))
+        return grouped_low_rank_linear(rows, counts, core.weight, core.bias,
+                                       getattr(self, f'{fc}_weight_a'),
+                                       getattr(self, f'{fc}_weight_b'),
+                                       self.bias(fc))
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -195,3 +212,35 @@ def grouped_linear(rows: Tensor, counts: Sequence[int], core_weight: Tensor,
                          f'rows among {residual_weight.shape[0]} experts')
     return _GroupedLinear.apply(rows, tuple(counts), core_weight, core_bias,
                                 residual_weight, residual_bias)
+
+
+def grouped_low_rank_linear(rows: Tensor, counts: Sequence[int],
+                            core_weight: Tensor, core_bias: Tensor,
+                            weight_a: Tensor, weight_b: Tensor,
+                            residual_bias: Tensor) -> Tensor:
+    """:func:`grouped_linear` for a low-rank residual ``A_e B_e``.
+
+    ``x W_core^T`` runs as one matmul over all rows (exactly the dense
+    layer's cost) and each expert adds ``(x_e B_e^T) A_e^T``, which costs
+    ``r (in + out)`` per row; the ``[E, out, in]`` product is never formed.
+
+    Args:
+        rows (Tensor): ``[A, in]`` token rows sorted by expert.
+        counts (Sequence[int]): rows of each expert, in expert order.
+        core_weight (Tensor): ``[out, in]``; core_bias ``[out]``.
+        weight_a (Tensor): ``[E, out, r]``; weight_b ``[E, r, in]``.
+        residual_bias (Tensor): ``[E, out]``.
+    """
+    if len(counts) != weight_a.shape[0] or sum(counts) != rows.shape[0]:
+        raise ValueError(f'counts {list(counts)} do not split {rows.shape[0]} '
+                         f'rows among {weight_a.shape[0]} experts')
+    out = F.linear(rows, core_weight, core_bias)
+    expert_of_row = torch.repeat_interleave(
+        torch.arange(len(counts), device=rows.device),
+        torch.tensor(counts, device=rows.device),
+        output_size=rows.shape[0])
+    low_rank = torch.cat([
+        (chunk @ b.t()) @ a.t() for chunk, a, b in zip(
+            rows.split(list(counts)), weight_a.unbind(0), weight_b.unbind(0))
+    ])
+    return out + low_rank + residual_bias[expert_of_row].to(out.dtype)

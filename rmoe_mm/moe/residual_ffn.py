@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from rmoe_mm.registry import MODELS
 from .dispatch import combine, expert_capacity, plan_dispatch
-from .experts import ExpertResiduals, grouped_linear
+from .experts import ExpertResiduals
 from .router import BALANCE_LOSSES, ROUTER_TYPES, TopKRouter, balance_loss
 
 ALIGNMENTS = ('stopgrad', 'weighted')
@@ -298,13 +298,9 @@ class RMoEFFN(BaseModule):
 
         fc1, activation, drop1 = self.layers[0]
         fc2, drop2 = self.layers[1], self.layers[2]
-        hidden = grouped_linear(rows, plan.counts, fc1.weight, fc1.bias,
-                                self.residual.weight('fc1'),
-                                self.residual.bias('fc1'))
+        hidden = self.residual.apply_fc('fc1', rows, plan.counts, fc1)
         hidden = drop1(activation(hidden))
-        rows = grouped_linear(hidden, plan.counts, fc2.weight, fc2.bias,
-                              self.residual.weight('fc2'),
-                              self.residual.bias('fc2'))
+        rows = self.residual.apply_fc('fc2', hidden, plan.counts, fc2)
         rows = drop2(rows)
         out = combine(rows, gates, plan.token_index, num_tokens,
                       self.alignment, aux_loss if aux_grad else None,

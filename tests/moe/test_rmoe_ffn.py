@@ -174,9 +174,11 @@ def test_overflow_tokens_pass_through_identity_and_are_counted():
     torch.testing.assert_close(out[~served], x[~served], rtol=0, atol=0)
 
 
-def test_bf16_autocast_on_cpu_runs_and_stays_close_to_fp32():
+@pytest.mark.parametrize('residual_rank', [None, 2])
+def test_bf16_autocast_on_cpu_runs_and_stays_close_to_fp32(residual_rank):
     torch.manual_seed(0)
-    moe = RMoEFFN(16, 32, num_experts=4, top_k=2, gate_noise=0.)
+    moe = RMoEFFN(16, 32, num_experts=4, top_k=2, gate_noise=0.,
+                  residual_rank=residual_rank, residual_std=0.02)
     x = torch.randn(2, 24, 16, requires_grad=True)
     expected = moe(x)
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -188,6 +190,15 @@ def test_bf16_autocast_on_cpu_runs_and_stays_close_to_fp32():
     for name, param in moe.named_parameters():
         assert param.grad.dtype == torch.float32, name
         assert torch.isfinite(param.grad).all(), name
+
+
+@pytest.mark.parametrize('residual_rank', [None, 2])
+def test_output_dtype_under_autocast_matches_dense_ffn(residual_rank):
+    dense = FFN(16, 32, add_identity=False)
+    moe = RMoEFFN.from_dense(dense, num_experts=4, residual_rank=residual_rank)
+    x = torch.randn(5, 16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert moe(x).dtype == dense(x).dtype == torch.bfloat16
 
 
 def test_gate_noise_only_in_training():
