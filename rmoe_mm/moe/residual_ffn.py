@@ -69,18 +69,25 @@ def aux_grad_scale(scale: float):
 
 
 def aux_grad_scale_from_optim_wrapper(optim_wrapper) -> float:
-    """The factor mmengine's optimizer wrapper applies to the loss it backprops.
+    """The factor mmengine's optimizer wrapper applies to the next loss it backprops.
 
     ``AmpOptimWrapper`` multiplies the loss by ``loss_scaler.get_scale()``
-    (for a ``GradScaler`` that is enabled); every ``OptimWrapper`` divides it
-    by ``accumulative_counts``. (mmengine uses a smaller divisor for the last,
-    incomplete accumulation window of training; that edge is ignored here.)
+    (when its ``GradScaler`` is enabled); every ``OptimWrapper`` divides it by
+    the accumulation factor of ``OptimWrapper.scale_loss``:
+    ``accumulative_counts``, or the remainder for the last, incomplete window
+    of training. Call it before the iteration's backward (``before_train_iter``).
     """
     scale = 1.0
     scaler = getattr(optim_wrapper, 'loss_scaler', None)
     if scaler is not None and getattr(scaler, 'is_enabled', lambda: True)():
         scale = float(scaler.get_scale())
-    counts = getattr(optim_wrapper, '_accumulative_counts', 1) or 1
+    counts = getattr(optim_wrapper, '_accumulative_counts', 1)
+    if counts > 1:
+        remainder = getattr(optim_wrapper, '_remainder_counts', -1)
+        max_counts = getattr(optim_wrapper, '_max_counts', -1)
+        inner = getattr(optim_wrapper, '_inner_count', 0)
+        if remainder > 0 and max_counts > 0 and inner >= max_counts - remainder:
+            counts = remainder
     return scale / counts
 
 

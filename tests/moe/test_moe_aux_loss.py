@@ -70,15 +70,22 @@ def test_aux_grad_scale_multiplies_injected_gradient():
 
 
 def test_aux_grad_scale_follows_optim_wrapper_scale_and_accumulation():
+    """Equal to the factor OptimWrapper.scale_loss puts on the main loss."""
     from mmengine.optim import OptimWrapper
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.)
-    assert aux_grad_scale_from_optim_wrapper(
-        OptimWrapper(optimizer, accumulative_counts=4)) == 0.25
+    param = torch.nn.Parameter(torch.zeros(1))
+    wrapper = OptimWrapper(torch.optim.SGD([param], lr=1.),
+                           accumulative_counts=4)
+    wrapper.initialize_count_status(torch.nn.Linear(1, 1), 0, 10)
+    for _ in range(10):  # windows of 4, 4, then the remainder 2
+        loss = torch.ones(())
+        assert aux_grad_scale_from_optim_wrapper(wrapper) == (
+            wrapper.scale_loss(loss).item())
+        wrapper._inner_count += 1
     amp_like = types.SimpleNamespace(
         loss_scaler=types.SimpleNamespace(get_scale=lambda: 65536.,
                                           is_enabled=lambda: True),
-        _accumulative_counts=2)
-    assert aux_grad_scale_from_optim_wrapper(amp_like) == 32768.
+        _accumulative_counts=1)
+    assert aux_grad_scale_from_optim_wrapper(amp_like) == 65536.
 
 
 @pytest.mark.parametrize('use_reentrant', [True, False])

@@ -15,8 +15,19 @@ H = 3072), GELU, E = 8 experts, top-1, dropless.
 Example::
 
     python tools/analysis/benchmark_moe_layer.py --repeats 20
+
+NOTE: on glibc, buffers above the malloc mmap threshold (at most 32 MB by
+default) are returned to the OS when freed and page-faulted in again at the
+next allocation. Stage 4's residual gradient (E x 3072 x 768 fp32 = 75 MB per
+linear layer) is such a buffer, allocated in every backward, so the default
+allocator charges the RMoE layer ~15 ms of page faults per linear and step.
+``--keep-freed-memory`` raises the threshold (``mallopt``), which is what
+jemalloc / tcmalloc, recommended by PyTorch's CPU performance guide, do
+anyway; the same effect for training is ``MALLOC_MMAP_THRESHOLD_=1073741824``
+in the environment.
 """
 import argparse
+import ctypes
 import statistics
 import time
 
@@ -46,7 +57,20 @@ def parse_args():
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads (default: torch default)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help="raise glibc's mmap threshold to 1 GiB so that "
+                        'large freed buffers are reused (see the NOTE above)')
     return parser.parse_args()
+
+
+def keep_freed_memory():
+    """Let glibc reuse freed buffers up to 1 GiB instead of unmapping them."""
+    libc = ctypes.CDLL('libc.so.6')
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(
+        m_trim_threshold, (1 << 31) - 1)
+    if not ok:
+        raise RuntimeError('mallopt failed: not glibc?')
 
 
 def train_step(layer, x, grad):
@@ -112,11 +136,14 @@ def benchmark_shape(name, args):
 
 def main():
     args = parse_args()
+    if args.keep_freed_memory:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'{args.repeats} interleaved repeats, median step time')
+          f'{args.repeats} interleaved repeats, median step time, glibc '
+          f'keeps freed memory: {args.keep_freed_memory}')
     for name in args.shapes:
         benchmark_shape(name, args)
 
