@@ -5,6 +5,7 @@ names); transformers keys from the official -> transformers table of
 transformers' own conversion script, transcribed in ``cvt_reference``.
 """
 import pytest
+import torch
 from cvt_reference import OfficialCvT, official_to_transformers
 
 from rmoe_mm.backbones.cvt import CvT
@@ -106,3 +107,18 @@ def test_swin_checkpoint_is_not_taken_for_cvt():
     with pytest.raises(CheckpointLayoutError, match='CvT checkpoint layout'):
         detect_cvt_layout({'layers.0.blocks.0.mlp.fc1.weight': None,
                            'patch_embed.proj.weight': None})
+
+
+@pytest.mark.parametrize('arch', ['13', '21', 'w24'])
+def test_official_preset_checkpoints_fit_the_presets_key_for_key(arch):
+    """Names and shapes of a full-size official checkpoint (built on the meta
+    device, so no memory is spent) match the preset's parameters exactly."""
+    preset = CvT.arch_zoo[arch]
+    with torch.device('meta'):
+        official = OfficialCvT(preset['embed_dims'], preset['depths'],
+                               preset['num_heads'], num_classes=1000)
+        model = CvT(arch=arch, out_norm=False, extra_level=None)
+    converted, _ = convert_cvt_state_dict(official.state_dict())
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in converted.items()
+            if k not in CLASSIFIER} == expected
