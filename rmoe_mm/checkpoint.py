@@ -39,7 +39,9 @@ def history_buffer_method(owner, name: str):
     any allowed object to arbitrary code, so the unpickler's ``getattr`` is
     this function, which answers only that question.
     """
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    # The built-in four are registered lazily, on the first HistoryBuffer().
+    allowed = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
+    if owner is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'GLOBAL builtins.getattr refused for getattr({owner!r}, {name!r}): '

@@ -4,6 +4,8 @@ import socket
 
 import torch
 
+import rmoe_mm  # noqa: F401  the checkpoint allow-list
+
 from conftest import run_tool
 
 SEG_CONFIG = 'configs/toy/swin_upernet_toy_ade20k.py'

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import rmoe_mm  # noqa: F401  the checkpoint allow-list
+
 from conftest import run_tool
 
 SEG_CONFIG = 'configs/toy/swin_upernet_toy_ade20k.py'
@@ -20,6 +22,7 @@ DET_CONFIG = 'configs/toy/swin_mask_rcnn_toy_coco.py'
 def short_schedule(max_iters):
     return [f'train_cfg.max_iters={max_iters}', 'train_cfg.val_interval=2',
             'default_hooks.checkpoint.interval=2',
+            'default_hooks.checkpoint.max_keep_ckpts=-1',
             'default_hooks.logger.interval=1', 'param_scheduler=[]']
 
 
@@ -54,8 +57,7 @@ def test_resume_continues_from_last_checkpoint(trained):
     proc = run_tool('tools/train.py', config, '--work-dir', work_dir, '--resume',
                     '--cfg-options', *options, *short_schedule(6))
     log = proc.stdout + proc.stderr
-    assert 'resumed epoch: 0, iter: 4' in log or 'Resumed' in log or \
-        'resumed' in log, log[-3000:]
+    assert 'resumed epoch: 0, iter: 4' in log, log[-3000:]
     assert checkpoint_iter(work_dir / 'iter_6.pth') == 6
     # iterations 5 and 6 were trained, 1-4 were not trained again
     train_iters = [json.loads(line)['step'] for line in
