@@ -242,7 +242,8 @@ class RMoESwinTransformer(SwinTransformer):
         if self.init_cfg is None:
             super().init_weights()
             return
-        if self.init_cfg.get('type') != 'Pretrained' or \
+        if not isinstance(self.init_cfg, dict) or \
+                self.init_cfg.get('type') != 'Pretrained' or \
                 'checkpoint' not in self.init_cfg:
             raise ValueError(
                 f'{type(self).__name__} supports init_cfg=None or '
