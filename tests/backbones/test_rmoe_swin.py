@@ -3,6 +3,8 @@
 Tiny Swins (16 channels, window 3, 2 blocks per stage) keep every test well
 under a second; inputs are chosen so that every stage pads to the window.
 """
+import inspect
+
 import pytest
 import torch
 from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
@@ -80,6 +82,22 @@ def test_zero_residual_top1_stopgrad_equals_dense_swin(dense_cls, mode):
     for out_rmoe, out_dense in zip(got, expected):
         assert out_rmoe.shape == out_dense.shape
         torch.testing.assert_close(out_rmoe, out_dense, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('dense_cls', [MMSegSwin, MMDetSwin],
+                         ids=['mmseg', 'mmdet'])
+def test_takes_every_dense_swin_argument_with_its_default(dense_cls):
+    # Sizes default to None and resolve to Swin-T, i.e. the dense defaults.
+    ours = inspect.signature(RMoESwinTransformer).parameters
+    resolved = {'embed_dims': 96, 'depths': (2, 2, 6, 2),
+                'num_heads': (3, 6, 12, 24), 'window_size': 7,
+                'pretrain_img_size': 224}
+    for name, param in inspect.signature(dense_cls).parameters.items():
+        assert name in ours, name
+        default = ours[name].default
+        if default is None and name in resolved:
+            default = resolved[name]
+        assert default == param.default, name
 
 
 def test_default_placement_is_odd_blocks_of_last_two_stages_8_experts_top1():
