@@ -194,8 +194,8 @@ def tiny_timm_swin():
 
 
 def test_timm_to_official_is_inverted_by_timm_checkpoint_filter():
-    from timm.models.swin_transformer import checkpoint_filter_fn
     model = tiny_timm_swin()
+    from timm.models.swin_transformer import checkpoint_filter_fn
     timm_state = model.state_dict()
     official = timm_swin_to_official(timm_state)
     assert 'layers.0.downsample.reduction.weight' in official
