@@ -155,9 +155,16 @@ class _GroupedLinear(torch.autograd.Function):
             grad_rows = torch.empty_like(rows) if need_rows else None
             grad_weight = torch.empty_like(
                 residual_weight) if need_weight else None
-            grad_bias = grad_out.new_zeros(
-                residual_weight.shape[:2], dtype=residual_weight.dtype
-            ) if need_core_bias or need_residual_bias else None
+            grad_bias = None
+            if need_core_bias or need_residual_bias:
+                expert_of_row = torch.repeat_interleave(
+                    torch.arange(len(counts), device=rows.device),
+                    torch.tensor(counts, device=rows.device),
+                    output_size=rows.shape[0])
+                grad_bias = residual_weight.new_zeros(
+                    residual_weight.shape[:2])
+                grad_bias.index_add_(0, expert_of_row,
+                                     grad_out.to(grad_bias.dtype))
             weight = torch.empty_like(core_weight, dtype=rows.dtype)
             # mm cannot write another dtype: bf16 weight grads go via scratch.
             cast = need_weight and rows.dtype != grad_weight.dtype
@@ -179,9 +186,6 @@ class _GroupedLinear(torch.autograd.Function):
                         grad_weight[expert].copy_(grad_scratch)
                     else:
                         torch.mm(grad_e.t(), rows_e, out=grad_weight[expert])
-                if grad_bias is not None:
-                    torch.sum(grad_e, 0, dtype=grad_bias.dtype,
-                              out=grad_bias[expert])
         return (grad_rows, None,
                 grad_weight.sum(0) if need_core_weight else None,
                 grad_bias.sum(0) if need_core_bias else None,

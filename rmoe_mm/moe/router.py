@@ -5,9 +5,10 @@ A router maps tokens ``[N, C]`` to the experts each token visits
 differentiable) and the softmax over all experts (``probs [N, E]``) that the
 balance loss and the statistics use.
 
-NOTE: routing runs in fp32 (fp64 for fp64 input) with autocast off. Top-k selection on bf16 logits
-flips between near-tied experts from one precision to the next, and the
-softmax / balance loss are cheap ([N, E]); Tutel and DeepSpeed do the same.
+NOTE: routing runs in fp32 (fp64 for fp64 input) with autocast off. Top-k
+selection on bf16 logits flips between near-tied experts from one precision
+to the next, and the softmax / balance loss are cheap ([N, E]); Tutel and
+DeepSpeed do the same.
 """
 import math
 from typing import NamedTuple, Optional
