@@ -6,7 +6,7 @@ allow-list that makes mmengine checkpoints loadable on torch >= 2.6
 (:mod:`rmoe_mm.checkpoint`). Configs bring it in with
 ``custom_imports = dict(imports=['rmoe_mm'])``.
 """
-from . import backbones, checkpoint, engine, moe  # noqa: F401
+from . import backbones, checkpoint, engine, hooks, moe  # noqa: F401
 
 checkpoint.install()
 
