@@ -4,10 +4,14 @@ Pure tensor code, no per-token loop and no dense ``[S, E, C]`` one-hot: the
 ``N * k`` (token, choice) assignments are stably sorted by expert, so each
 expert's tokens form one contiguous slice of a gathered ``[A, C]`` buffer
 that one matmul per expert consumes (see :mod:`.experts`).
-"""
-from typing import List, NamedTuple, Optional
 
+Data only ever moves by gathers (``index_select``), in both directions and in
+both passes: sorted rows gather their token, and a token gathers its (at most
+k) rows through ``slot_position``. The scatter-add a naive backward would use
+(``index_add_``) is several times slower on CPU.
+"""
 import math
+from typing import List, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -26,6 +30,14 @@ class DispatchPlan(NamedTuple):
     requested: Tensor
     #: Assignments that overflowed an expert's capacity.
     num_dropped: Tensor
+    #: ``[k, N]`` long: row of choice j of token n in the sorted buffer, -1
+    #: where that assignment was dropped.
+    slot_position: Tensor
+
+    @property
+    def dropless(self) -> bool:
+        """Whether every assignment was kept."""
+        return sum(self.counts) == self.slot_position.numel()
 
 
 def expert_capacity(num_tokens: int, num_experts: int, top_k: int,
@@ -69,12 +81,58 @@ def plan_dispatch(expert_index: Tensor,
         order = order[rank_in_expert < capacity]
         kept = requested.clamp(max=capacity)
         num_dropped = requested.sum() - kept.sum()
+    slot_position = torch.full_like(flat, -1)
+    slot_position[order] = torch.arange(order.numel(), device=order.device)
     return DispatchPlan(
         token_index=order % max(num_tokens, 1),
-        choice_index=torch.div(order, max(num_tokens, 1), rounding_mode='floor'),
+        choice_index=torch.div(order, max(num_tokens, 1),
+                               rounding_mode='floor'),
         counts=kept.tolist(),
         requested=requested,
-        num_dropped=num_dropped)
+        num_dropped=num_dropped,
+        slot_position=slot_position.view(top_k, num_tokens))
+
+
+def sum_slots(rows: Tensor, slot_position: Tensor, dropless: bool) -> Tensor:
+    """``[N, C]``: for each token, the sum of its kept rows of ``rows [A, C]``.
+
+    Tokens whose assignments were all dropped get 0. One gather per choice.
+    """
+    top_k, num_tokens = slot_position.shape
+    if rows.shape[0] == 0:
+        return rows.new_zeros(num_tokens, rows.shape[1])
+    out = None
+    for position in slot_position:
+        if dropless:
+            part = rows.index_select(0, position)
+        else:
+            part = rows.index_select(0, position.clamp(min=0))
+            part = part * (position >= 0).to(part.dtype)[:, None]
+        out = part if out is None else out + part
+    return out
+
+
+class _GatherRows(torch.autograd.Function):
+    """``tokens[token_index]``, whose backward gathers too (no index_add)."""
+
+    @staticmethod
+    def forward(ctx, tokens: Tensor, token_index: Tensor,
+                slot_position: Tensor, dropless: bool) -> Tensor:
+        ctx.save_for_backward(slot_position)
+        ctx.dropless = dropless
+        return tokens.index_select(0, token_index)
+
+    @staticmethod
+    def backward(ctx, grad_rows: Tensor):
+        slot_position, = ctx.saved_tensors
+        return (sum_slots(grad_rows.contiguous(), slot_position, ctx.dropless),
+                None, None, None)
+
+
+def gather_rows(tokens: Tensor, plan: DispatchPlan) -> Tensor:
+    """``[A, C]``: the token of each kept assignment, sorted by expert."""
+    return _GatherRows.apply(tokens, plan.token_index, plan.slot_position,
+                             plan.dropless)
 
 
 class _Combine(torch.autograd.Function):
@@ -82,38 +140,36 @@ class _Combine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, expert_out: Tensor, gates: Tensor, token_index: Tensor,
-                num_tokens: int, weighted: bool, aux_loss: Optional[Tensor],
-                aux_grad: float) -> Tensor:
+                slot_position: Tensor, dropless: bool, weighted: bool,
+                aux_loss: Optional[Tensor], aux_grad: float) -> Tensor:
         ctx.save_for_backward(expert_out, gates, token_index)
         ctx.aux_grad = aux_grad
         if aux_loss is not None:
             ctx.aux_shape, ctx.aux_dtype = aux_loss.shape, aux_loss.dtype
-        contribution = expert_out * gates.to(expert_out.dtype)[:, None] \
-            if weighted else expert_out
-        out = expert_out.new_zeros(num_tokens, expert_out.shape[-1])
-        return out.index_add_(0, token_index, contribution)
+        if weighted:
+            expert_out = expert_out * gates.to(expert_out.dtype)[:, None]
+        return sum_slots(expert_out, slot_position, dropless)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         expert_out, gates, token_index = ctx.saved_tensors
         grad_rows = grad_out.index_select(0, token_index)
-        grad_expert = grad_gates = None
+        grad_expert = grad_gates = grad_aux = None
         if ctx.needs_input_grad[0]:
             grad_expert = grad_rows * gates.to(grad_rows.dtype)[:, None]
         if ctx.needs_input_grad[1]:
             grad_gates = (grad_rows.to(gates.dtype) *
                           expert_out.to(gates.dtype)).sum(-1)
-        grad_aux = None
-        if ctx.needs_input_grad[5]:
+        if ctx.needs_input_grad[6]:
             grad_aux = grad_out.new_full(ctx.aux_shape, ctx.aux_grad,
                                          dtype=ctx.aux_dtype)
-        return grad_expert, grad_gates, None, None, None, grad_aux, None
+        return (grad_expert, grad_gates, None, None, None, None, grad_aux,
+                None)
 
 
 def combine(expert_out: Tensor,
             gates: Tensor,
-            token_index: Tensor,
-            num_tokens: int,
+            plan: DispatchPlan,
             alignment: str = 'stopgrad',
             aux_loss: Optional[Tensor] = None,
             aux_grad: float = 0.) -> Tensor:
@@ -133,14 +189,14 @@ def combine(expert_out: Tensor,
 
     Args:
         expert_out (Tensor): ``[A, C]`` expert outputs, one row per kept
-            assignment.
+            assignment, in the order of ``plan``.
         gates (Tensor): ``[A]`` gate value of each kept assignment.
-        token_index (Tensor): ``[A]`` token of each kept assignment.
-        num_tokens (int): N, rows of the result.
+        plan (DispatchPlan): the dispatch that produced the rows.
         alignment (str): ``'stopgrad'`` or ``'weighted'``.
         aux_loss (Tensor, optional): scalar auxiliary loss to train.
         aux_grad (float): d(total loss)/d(aux_loss), i.e. its weight times
             the loss scale.
     """
-    return _Combine.apply(expert_out, gates, token_index, num_tokens,
+    return _Combine.apply(expert_out, gates, plan.token_index,
+                          plan.slot_position, plan.dropless,
                           alignment == 'weighted', aux_loss, aux_grad)

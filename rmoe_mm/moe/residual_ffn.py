@@ -26,7 +26,7 @@ from mmengine.model import BaseModule, Sequential
 from torch import Tensor, nn
 
 from rmoe_mm.registry import MODELS
-from .dispatch import combine, expert_capacity, plan_dispatch
+from .dispatch import combine, expert_capacity, gather_rows, plan_dispatch
 from .experts import ExpertResiduals
 from .router import BALANCE_LOSSES, ROUTER_TYPES, TopKRouter, balance_loss
 
@@ -293,7 +293,7 @@ class RMoEFFN(BaseModule):
             routing.expert_index, self.num_experts,
             expert_capacity(num_tokens, self.num_experts, self.top_k,
                             self.capacity_factor))
-        rows = tokens.index_select(0, plan.token_index)
+        rows = gather_rows(tokens, plan)
         gates = routing.gates[plan.token_index, plan.choice_index]
 
         aux_loss, aux_grad = None, 0.
@@ -309,9 +309,8 @@ class RMoEFFN(BaseModule):
         hidden = drop1(activation(hidden))
         rows = self.residual.apply_fc('fc2', hidden, plan.counts, fc2)
         rows = drop2(rows)
-        out = combine(rows, gates, plan.token_index, num_tokens,
-                      self.alignment, aux_loss if aux_grad else None,
-                      aux_grad).view(x.shape)
+        out = combine(rows, gates, plan, self.alignment,
+                      aux_loss if aux_grad else None, aux_grad).view(x.shape)
         out = self.dropout_layer(self.gamma2(out))
         if not self.add_identity:
             return out

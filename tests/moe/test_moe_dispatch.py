@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from rmoe_mm.moe.dispatch import combine, expert_capacity, plan_dispatch
+from rmoe_mm.moe.dispatch import (combine, expert_capacity, gather_rows,
+                                  plan_dispatch)
 
 
 def loop_plan(expert_index, num_experts, capacity):
@@ -46,18 +47,28 @@ def test_capacity_formula():
     assert expert_capacity(100, 8, 2, 1.0) == 25
 
 
-@pytest.mark.parametrize('alignment', ['stopgrad', 'weighted'])
-def test_combine_matches_paper_formula(alignment):
+def random_plan(num_tokens=9, num_experts=3, top_k=2, capacity=4):
     torch.manual_seed(0)
-    rows = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    gates = torch.rand(6, dtype=torch.float64, requires_grad=True)
-    token_index = torch.tensor([2, 0, 2, 3, 0, 2])
-    seed = torch.randn(5, 3, dtype=torch.float64)
-    out = combine(rows, gates, token_index, 5, alignment)
+    expert_index = torch.stack([
+        torch.randperm(num_experts)[:top_k] for _ in range(num_tokens)
+    ])
+    return plan_dispatch(expert_index, num_experts, capacity)
+
+
+@pytest.mark.parametrize('capacity', [None, 2])
+@pytest.mark.parametrize('alignment', ['stopgrad', 'weighted'])
+def test_combine_matches_paper_formula(alignment, capacity):
+    """fp64, tolerance 1e-12; with capacity 2 some tokens lose both choices."""
+    plan = random_plan(capacity=capacity)
+    num_rows = len(plan.token_index)
+    rows = torch.randn(num_rows, 3, dtype=torch.float64, requires_grad=True)
+    gates = torch.rand(num_rows, dtype=torch.float64, requires_grad=True)
+    seed = torch.randn(9, 3, dtype=torch.float64)
+    out = combine(rows, gates, plan, alignment)
     grads = torch.autograd.grad((out * seed).sum(), (rows, gates))
 
-    expected = [torch.zeros(3, dtype=torch.float64) for _ in range(5)]
-    for row, token in enumerate(token_index.tolist()):
+    expected = [torch.zeros(3, dtype=torch.float64) for _ in range(9)]
+    for row, token in enumerate(plan.token_index.tolist()):
         g, e = gates[row], rows[row]
         if alignment == 'stopgrad':
             expected[token] = expected[token] + ((1 - g) * e).detach() + g * e
@@ -68,21 +79,38 @@ def test_combine_matches_paper_formula(alignment):
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     for grad, expected_grad in zip(grads, expected_grads):
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
-    assert out[1].abs().sum() == 0 and out[4].abs().sum() == 0
+    if capacity:
+        served = set(plan.token_index.tolist())
+        assert len(served) < 9
+        for token in set(range(9)) - served:
+            assert out[token].abs().sum() == 0
+
+
+@pytest.mark.parametrize('capacity', [None, 2])
+def test_gather_rows_forward_and_backward_match_indexing(capacity):
+    plan = random_plan(capacity=capacity)
+    tokens = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    seed = torch.randn(len(plan.token_index), 3, dtype=torch.float64)
+    rows = gather_rows(tokens, plan)
+    grad, = torch.autograd.grad((rows * seed).sum(), tokens)
+    expected_rows = torch.stack([tokens[t] for t in plan.token_index.tolist()])
+    expected, = torch.autograd.grad((expected_rows * seed).sum(), tokens)
+    torch.testing.assert_close(rows, expected_rows, rtol=0, atol=0)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
 
 
 def test_stopgrad_combine_value_is_exact():
+    plan = plan_dispatch(torch.tensor([[2], [0], [1], [2]]), 3)
     rows = torch.randn(4, 3)
     gates = torch.tensor([0.3, 0.7, 0.123, 0.999])
-    out = combine(rows, gates, torch.arange(4), 4, 'stopgrad')
-    assert torch.equal(out, rows)
+    out = combine(rows, gates, plan, 'stopgrad')
+    assert torch.equal(out[plan.token_index], rows)
 
 
 def test_combine_injects_aux_gradient_once():
+    plan = plan_dispatch(torch.tensor([[1], [0], [1], [0]]), 2)
     rows = torch.randn(4, 3, requires_grad=True)
     aux = torch.tensor(2., requires_grad=True)
-    out = combine(rows, torch.ones(4), torch.arange(4), 4, 'stopgrad', aux,
-                  aux_grad=0.25)
-    torch.testing.assert_close(out, rows)
+    out = combine(rows, torch.ones(4), plan, 'stopgrad', aux, aux_grad=0.25)
     out.sum().backward()
     assert aux.grad.item() == 0.25
