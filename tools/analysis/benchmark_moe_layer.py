@@ -28,6 +28,7 @@ in the environment.
 """
 import argparse
 import ctypes
+import os
 import statistics
 import time
 
@@ -144,8 +145,12 @@ def main():
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
           f'{args.repeats} interleaved repeats, median step time, glibc '
           f'keeps freed memory: {args.keep_freed_memory}')
+    print('load average before: {:.2f} {:.2f} {:.2f}'.format(*os.getloadavg()))
     for name in args.shapes:
         benchmark_shape(name, args)
+    print('\nload average after: {:.2f} {:.2f} {:.2f} (other processes on '
+          'these cores slow the RMoE layer, which makes more, smaller '
+          'parallel calls, more than the dense one)'.format(*os.getloadavg()))
 
 
 if __name__ == '__main__':
