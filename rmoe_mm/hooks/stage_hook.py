@@ -182,6 +182,11 @@ def rewrap_ddp(runner) -> None:
         # What the runner's wrapper got: [LOCAL_RANK] on a GPU, None on a CPU.
         default_args['device_ids'] = old.device_ids
     runner.model = MODEL_WRAPPERS.build(wrapper_cfg, default_args=default_args)
+    # Runner.train() compiles the wrapper's train_step when cfg.compile is
+    # set; the new wrapper needs the same (a no-op without cfg.compile).
+    maybe_compile = getattr(runner, '_maybe_compile', None)
+    if maybe_compile is not None:
+        maybe_compile('train_step')
 
 
 def _optimizer_param_ids(optim_wrapper) -> set:
