@@ -8,7 +8,7 @@ that one matmul per expert consumes (see :mod:`.experts`).
 Data only ever moves by gathers (``index_select``), in both directions and in
 both passes: sorted rows gather their token, and a token gathers its (at most
 k) rows through ``slot_position``. The scatter-add a naive backward would use
-(``index_add_``) is several times slower on CPU.
+(``index_add_``) was ~10x slower than a gather on a loaded 2-thread CPU.
 """
 import math
 from typing import List, NamedTuple, Optional
