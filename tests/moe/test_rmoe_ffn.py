@@ -211,3 +211,24 @@ def test_gate_noise_only_in_training():
     first = moe.moe_stats()['tokens_per_expert']
     moe(x)
     assert moe.moe_stats()['tokens_per_expert'] != first
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('top_k, capacity_factor', [(1, None), (2, 0.5)])
+def test_cuda_matches_per_token_reference(top_k, capacity_factor,
+                                          monkeypatch):
+    """fp32 on the GPU (TF32 off), tolerance 1e-4; then a bf16 autocast run."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    moe = make_moe(top_k=top_k, capacity_factor=capacity_factor).float().cuda()
+    x = torch.randn(3, 7, C, device='cuda')
+    seed = torch.randn_like(x)
+    grads = named_grads(moe, (moe(x) * seed).sum())
+    expected_out, expected_aux = reference_rmoe_ffn(moe, x)
+    expected = named_grads(moe, (expected_out * seed).sum() + 0.01 * expected_aux)
+    torch.testing.assert_close(moe(x), expected_out, rtol=0, atol=1e-4)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], rtol=0,
+                                   atol=1e-4, msg=name)
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        out = moe(x)
+    out.float().sum().backward()
