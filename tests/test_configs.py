@@ -5,18 +5,14 @@ Pretrained checkpoints are not needed: building a model does not load them
 configs, which start from scratch.
 """
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from config_utils import CONFIG_DIR, build_model, head_channels, one_step_runner
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
 
 from rmoe_mm.backbones import RMoESwinTransformer
 from rmoe_mm.moe import RMoEFFN
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(p.relative_to(CONFIG_DIR).as_posix()
                  for p in CONFIG_DIR.rglob('*.py')
                  if '_base_' not in p.parts)
@@ -34,21 +30,6 @@ RMOE_SWIN = {
     'examples/swap_backbone_mmseg.py': (96, [2, 2, 6, 2], 7),
     'examples/swap_backbone_mmdet.py': (96, [2, 2, 6, 2], 7),
 }
-
-
-def build_model(cfg):
-    init_default_scope(cfg.default_scope)
-    if cfg.default_scope == 'mmseg':
-        from mmseg.registry import MODELS
-    else:
-        from mmdet.registry import MODELS
-    return MODELS.build(cfg.model)
-
-
-def head_channels(model):
-    head = getattr(model, 'decode_head', None)
-    return list(head.in_channels if head is not None else
-                model.neck.in_channels)
 
 
 def test_config_list_covers_the_swin_configs():
@@ -81,26 +62,13 @@ def test_config_builds_its_model(name):
     del model
 
 
-def toy_runner(name, data_root, work_dir):
-    cfg = Config.fromfile(CONFIG_DIR / 'toy' / name)
-    cfg.work_dir = str(work_dir)
-    cfg.train_dataloader.dataset.data_root = str(data_root)
-    cfg.train_dataloader.batch_size = 2
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=1)
-    for part in ('val', 'test'):
-        cfg[f'{part}_dataloader'] = cfg[f'{part}_cfg'] = None
-        cfg[f'{part}_evaluator'] = None
-    cfg.default_hooks.checkpoint = None
-    cfg.log_level = 'WARNING'
-    return Runner.from_cfg(cfg)
-
-
 @pytest.mark.parametrize('name,data', [
     ('rmoe_swin_upernet_toy_ade20k.py', 'toy_ade20k_root'),
     ('rmoe_swin_mask_rcnn_toy_coco.py', 'toy_coco_root'),
 ])
 def test_rmoe_swin_toy_config_trains_a_step(name, data, request, tmp_path):
-    runner = toy_runner(name, request.getfixturevalue(data), tmp_path)
+    runner = one_step_runner(f'toy/{name}', request.getfixturevalue(data),
+                             tmp_path)
     ffn = runner.model.backbone.stages[2].blocks[1].ffn
     assert isinstance(ffn, RMoEFFN)
     before = {n: p.detach().clone() for n, p in ffn.named_parameters()}
