@@ -84,3 +84,18 @@ def test_test_tool_evaluates_checkpoint(trained, tmp_path):
     key = 'mIoU' if 'upernet' in config else 'coco/bbox_mAP'
     assert key in metrics, metrics
     assert out.exists()
+
+
+def test_amp_on_cpu_trains_rmoe_under_bf16_autocast(toy_ade20k_options, tmp_path):
+    """--amp without CUDA selects CPUAutocastOptimWrapper (bf16 autocast)."""
+    run_tool('tools/train.py', 'configs/toy/rmoe_swin_upernet_toy_ade20k.py',
+             '--amp', '--work-dir', tmp_path, '--cfg-options',
+             *toy_ade20k_options, 'train_cfg.max_iters=2',
+             'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2',
+             'default_hooks.logger.interval=1', 'param_scheduler=[]')
+    log = next(tmp_path.glob('2*/2*.log')).read_text()
+    assert "type='CPUAutocastOptimWrapper'" in log
+    losses = [json.loads(line)['loss'] for line in
+              next(tmp_path.glob('2*/vis_data/scalars.json')).read_text().splitlines()
+              if '"loss"' in line]
+    assert len(losses) == 2 and all(loss == loss for loss in losses), losses
