@@ -9,7 +9,7 @@ per-layout key renaming lives beside each backbone (e.g. :mod:`.swin`).
 """
 import re
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -124,3 +124,23 @@ def extract_backbone_state_dict(
             f'no key of the checkpoint starts with {prefix!r}; it holds '
             f'{describe_keys(state_dict)}')
     return selected, others
+
+
+def convert_layout(state_dict: StateDict, converters: Mapping[str, Callable],
+                   detect: Callable[[StateDict], str], family: str,
+                   layout: Optional[str] = None) -> Tuple[StateDict, str]:
+    """``state_dict`` converted by ``converters[layout]``, and the layout.
+
+    Args:
+        state_dict: a backbone state dict in one of ``converters``' layouts.
+        converters: layout name -> pure function to this project's layout.
+        detect: tells the layout from the keys when ``layout`` is None.
+        family: backbone family for messages (``'Swin'``, ``'CvT'``).
+        layout: force a layout instead of detecting it.
+    """
+    if layout is None:
+        layout = detect(state_dict)
+    if layout not in converters:
+        raise ValueError(f'unknown {family} layout {layout!r}; known: '
+                         f'{", ".join(converters)}')
+    return converters[layout](state_dict), layout

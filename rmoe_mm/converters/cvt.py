@@ -30,7 +30,8 @@ import re
 from collections import OrderedDict
 from typing import Callable, Dict, List, Tuple
 
-from .common import CheckpointLayoutError, StateDict, describe_keys
+from .common import (CheckpointLayoutError, StateDict, convert_layout,
+                     describe_keys)
 
 
 def _apply_rules(state_dict: StateDict,
@@ -157,9 +158,5 @@ def convert_cvt_state_dict(state_dict: StateDict,
             :data:`CVT_CONVERTERS`.
         layout: force a layout instead of detecting it.
     """
-    if layout is None:
-        layout = detect_cvt_layout(state_dict)
-    if layout not in CVT_CONVERTERS:
-        raise ValueError(f'unknown CvT layout {layout!r}; known: '
-                         f'{", ".join(CVT_CONVERTERS)}')
-    return CVT_CONVERTERS[layout](state_dict), layout
+    return convert_layout(state_dict, CVT_CONVERTERS,
+                          detect_cvt_layout, 'CvT', layout)

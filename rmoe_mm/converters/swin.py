@@ -29,7 +29,8 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-from .common import CheckpointLayoutError, StateDict, describe_keys
+from .common import (CheckpointLayoutError, StateDict, convert_layout,
+                     describe_keys)
 
 #: Buffers computed from the window size at construction; never loaded.
 DERIVED_BUFFERS = ('relative_position_index', 'attn_mask')
@@ -162,9 +163,5 @@ def convert_swin_state_dict(state_dict: StateDict,
             :data:`SWIN_CONVERTERS`.
         layout: force a layout instead of detecting it.
     """
-    if layout is None:
-        layout = detect_swin_layout(state_dict)
-    if layout not in SWIN_CONVERTERS:
-        raise ValueError(f'unknown Swin layout {layout!r}; known: '
-                         f'{", ".join(SWIN_CONVERTERS)}')
-    return SWIN_CONVERTERS[layout](state_dict), layout
+    return convert_layout(state_dict, SWIN_CONVERTERS,
+                          detect_swin_layout, 'Swin', layout)
