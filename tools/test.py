@@ -15,7 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
-from rmoe_mm.engine import prepare_distributed_cfg
+from rmoe_mm.engine import destroy_distributed, prepare_distributed_cfg
 
 
 def parse_args(argv=None):
@@ -92,13 +92,20 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
+    if args.out is not None and library_of(cfg) == 'mmdet' and \
+            not args.out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out for a detector must be a .pkl file, got {args.out!r}')
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None and library_of(cfg) == 'mmdet':
         from mmdet.evaluation import DumpDetResults
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out for a detector must be a .pkl file, got {args.out!r}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    return runner.test()
+    try:
+        metrics = runner.test()
+    except BaseException:
+        destroy_distributed(wait_for_peers=False)
+        raise
+    destroy_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
-from rmoe_mm.engine import enable_amp, prepare_distributed_cfg
+from rmoe_mm.engine import destroy_distributed, enable_amp, prepare_distributed_cfg
 
 
 def parse_args(argv=None):
@@ -71,7 +71,12 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except BaseException:
+        destroy_distributed(wait_for_peers=False)
+        raise
+    destroy_distributed()
 
 
 if __name__ == '__main__':

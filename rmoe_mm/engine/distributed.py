@@ -51,3 +51,19 @@ def prepare_distributed_cfg(cfg, launcher: str) -> None:
             type='DeviceAwareDistributedDataParallel',
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def destroy_distributed(wait_for_peers: bool = True) -> None:
+    """Tear the process group down before the interpreter exits.
+
+    NOTE: with gloo, a rank that exits while a peer's background threads still
+    talk to it makes that peer abort ("terminate called without an active
+    exception") after a run that succeeded. Every rank therefore waits for the
+    others (``wait_for_peers``; skip it after an error, where a peer may never
+    arrive) and then destroys the group, which mmengine never does.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    if wait_for_peers:
+        torch_dist.barrier()
+    torch_dist.destroy_process_group()
