@@ -1,19 +1,14 @@
-# Toy COCO, RMoE-D: the dense upstream checkpoint converted to RMoE and
-# finetuned with everything training, on the dense pipeline's schedule.
-_base_ = ['../../toy/rmoe_swin_mask_rcnn_toy_coco.py']
-load_from = 'work_dirs/upstream/swin_mask_rcnn_toy_coco/iter_400.pth'
-
-finetune_iters = 200
-warmup_iters = 20
-optim_wrapper = dict(optimizer=dict(lr=5e-4))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=warmup_iters),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=finetune_iters,
-         milestones=[150], gamma=0.1),
-]
-train_cfg = dict(max_iters=finetune_iters, val_interval=finetune_iters)
-default_hooks = dict(checkpoint=dict(interval=100))
+# Toy COCO, RMoE-D: the dense upstream checkpoint converted to RMoE (cores
+# from the dense FFNs, new residuals and routers) and finetuned with
+# everything training. It is the dense pipeline (same checkpoint, same
+# schedule, by inheritance) with the backbone of
+# configs/toy/rmoe_swin_mask_rcnn_toy_coco.py.
+_base_ = ['./swin_mask_rcnn_toy_coco_dense.py']
+model = dict(
+    backbone=dict(
+        type='RMoESwinTransformer',
+        moe_blocks=None,
+        moe_cfg=dict(num_experts=8, top_k=1)))
 custom_hooks = [
     dict(type='RMoEStageHook', stages=[dict(name='finetune', begin=0)]),
     dict(type='MoEStatsHook'),
