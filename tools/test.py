@@ -8,14 +8,11 @@ label maps, for mmdet a ``.pkl`` file of raw detections.
 """
 import argparse
 import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
 import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
-from rmoe_mm.engine import destroy_distributed, prepare_distributed_cfg
+from rmoe_mm.engine import build_runner, load_config, run_then_destroy
 
 
 def parse_args(argv=None):
@@ -70,16 +67,8 @@ def enable_visualization(cfg, args) -> None:
             cfg.visualizer['save_dir'] = args.show_dir
 
 
-def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    prepare_distributed_cfg(cfg, args.launcher)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+def build_cfg(args):
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -92,20 +81,14 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
-    if args.out is not None and library_of(cfg) == 'mmdet' and \
-            not args.out.endswith(('.pkl', '.pickle')):
+    dump_detections = args.out is not None and library_of(cfg) == 'mmdet'
+    if dump_detections and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out for a detector must be a .pkl file, got {args.out!r}')
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out is not None and library_of(cfg) == 'mmdet':
+    runner = build_runner(cfg)
+    if dump_detections:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    try:
-        metrics = runner.test()
-    except BaseException:
-        destroy_distributed(wait_for_peers=False)
-        raise
-    destroy_distributed()
-    return metrics
+    return run_then_destroy(runner.test)
 
 
 if __name__ == '__main__':

@@ -9,14 +9,11 @@ Works for ``default_scope='mmseg'`` and ``'mmdet'`` configs alike. Importing
 """
 import argparse
 import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
 import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
-from rmoe_mm.engine import destroy_distributed, enable_amp, prepare_distributed_cfg
+from rmoe_mm.engine import build_runner, enable_amp, load_config, run_then_destroy
 
 
 def parse_args(argv=None):
@@ -44,17 +41,8 @@ def parse_args(argv=None):
     return args
 
 
-def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    prepare_distributed_cfg(cfg, args.launcher)
-    # work_dir: CLI > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+def build_cfg(args):
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.amp:
         enable_amp(cfg)
     # resume: an explicit checkpoint > the latest one in work_dir
@@ -69,14 +57,8 @@ def build_cfg(args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = build_cfg(args)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    try:
-        runner.train()
-    except BaseException:
-        destroy_distributed(wait_for_peers=False)
-        raise
-    destroy_distributed()
+    runner = build_runner(build_cfg(args))
+    run_then_destroy(runner.train)
 
 
 if __name__ == '__main__':
