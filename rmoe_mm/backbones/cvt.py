@@ -34,7 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from rmoe_mm.converters.common import extract_backbone_state_dict
 from rmoe_mm.converters.cvt import convert_cvt_state_dict
-from rmoe_mm.converters.loading import load_rmoe_state_dict, rmoe_ffn_names
+from .loading import load_rmoe_state_dict, rmoe_ffn_names
 from rmoe_mm.moe.placement import MoEBlocks, convert_ffn_to_moe, resolve_moe_blocks
 from rmoe_mm.registry import MODELS
 

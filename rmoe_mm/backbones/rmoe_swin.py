@@ -19,7 +19,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.models.backbones.swin import SwinTransformer
 
 from rmoe_mm.converters.common import extract_backbone_state_dict
-from rmoe_mm.converters.loading import load_rmoe_state_dict
+from .loading import load_rmoe_state_dict
 from rmoe_mm.converters.swin import DERIVED_BUFFERS, convert_swin_state_dict
 from rmoe_mm.moe.placement import convert_ffn_to_moe, resolve_moe_blocks
 from rmoe_mm.registry import MODELS

@@ -15,7 +15,7 @@ from mmcv.cnn.bricks.transformer import FFN
 
 from rmoe_mm.backbones.cvt import CvT, RMoECvT
 from rmoe_mm.converters.cvt import convert_cvt_state_dict
-from rmoe_mm.converters.loading import CheckpointMismatchError
+from rmoe_mm.backbones.loading import CheckpointMismatchError
 from rmoe_mm.registry import MODELS
 
 ATOL = 1e-5

@@ -14,7 +14,7 @@ from mmseg.models.backbones.swin import SwinTransformer as MMSegSwin
 
 from rmoe_mm.backbones import RMoESwinTransformer
 from rmoe_mm.backbones.rmoe_swin import ARCH_SETTINGS
-from rmoe_mm.converters.loading import CheckpointMismatchError
+from rmoe_mm.backbones.loading import CheckpointMismatchError
 from rmoe_mm.moe import RMoEFFN
 from rmoe_mm.registry import MODELS
 

@@ -8,7 +8,7 @@ from mmseg.models.backbones.swin import SwinTransformer as MMSegSwin
 
 from conftest import run_tool
 from rmoe_mm.backbones import RMoESwinTransformer
-from rmoe_mm.converters import CheckpointMismatchError
+from rmoe_mm.backbones.loading import CheckpointMismatchError
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools' / 'model_converters' / 'dense_to_rmoe.py'

@@ -19,7 +19,7 @@ from typing import Iterable, List, Set
 from mmengine.logging import print_log
 from torch import nn
 
-from .common import StateDict, summarise_keys
+from rmoe_mm.converters.common import StateDict, summarise_keys
 
 # A key is MoE-specific when one of its path segments is a router or a
 # residual (the RMoEFFN naming contract).
