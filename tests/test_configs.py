@@ -8,11 +8,13 @@ import math
 
 import pytest
 import torch
-from config_utils import CONFIG_DIR, build_model, head_channels, one_step_runner
 from mmengine.config import Config
 
 from rmoe_mm.backbones import RMoESwinTransformer
 from rmoe_mm.moe import RMoEFFN
+from rmoe_mm.testing import (CONFIG_DIR, build_model, head_channels,
+                             one_step_runner)
+
 CONFIGS = sorted(p.relative_to(CONFIG_DIR).as_posix()
                  for p in CONFIG_DIR.rglob('*.py')
                  if '_base_' not in p.parts)

@@ -15,8 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import HOOKS, MODELS, init_default_scope
 
 import rmoe_mm  # noqa: F401  registers the hooks, checkpoint allow-list
-
-from conftest import REPO_ROOT, run_tool
+from rmoe_mm.testing import REPO_ROOT, run_tool
 
 PIPELINES = REPO_ROOT / 'configs' / 'pipelines'
 CONFIGS = sorted(PIPELINES.rglob('*.py'))
@@ -72,6 +71,7 @@ def dense_toy_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_toy_rmoe_i_freezes_the_swin_core_then_trains_it(
         dense_toy_checkpoint, toy_ade20k_options, tmp_path):
     run_tool(

@@ -9,10 +9,10 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
-from toy_rmoe import build_toy_runner, snapshot
 
 from rmoe_mm.hooks import RMoEStageHook, split_parameters
 from rmoe_mm.moe import get_aux_grad_scale
+from rmoe_mm.testing.toy_rmoe import build_toy_runner, snapshot
 
 SWITCH = 3
 RMOE_I = [dict(name='intermediate', begin=0, frozen=['core']),

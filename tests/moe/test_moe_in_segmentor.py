@@ -10,11 +10,12 @@ from mmseg.models import EncoderDecoder
 from mmseg.structures import SegDataSample
 
 from moe_reference import importance_cv2
+
 from rmoe_mm.moe import RMoEFFN
-from rmoe_mm.registry import MODELS
+from rmoe_mm.testing.registry import MODELS
 
 
-@MODELS.register_module(force=True)
+@MODELS.register_module()
 class TinyRMoEBackbone(BaseModule):
     """4x4 patch embedding, then one RMoE FFN on the patch tokens."""
 
@@ -34,7 +35,7 @@ class TinyRMoEBackbone(BaseModule):
 def build_segmentor(balance_loss_weight):
     with DefaultScope.overwrite_default_scope('mmseg'):
         return EncoderDecoder(
-            backbone=dict(type='TinyRMoEBackbone',
+            backbone=dict(type='rmoe_mm_testing.TinyRMoEBackbone',
                           balance_loss_weight=balance_loss_weight),
             decode_head=dict(type='FCNHead', in_channels=16, channels=8,
                              num_convs=1, num_classes=3, in_index=0,

@@ -2,11 +2,13 @@
 import json
 import socket
 
+import pytest
 import torch
 
 import rmoe_mm  # noqa: F401  the checkpoint allow-list
+from rmoe_mm.testing import run_tool
 
-from conftest import run_tool
+pytestmark = pytest.mark.slow  # 2 tool processes
 
 SEG_CONFIG = 'configs/toy/swin_upernet_toy_ade20k.py'
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import rmoe_mm  # noqa: F401  the checkpoint allow-list
+from rmoe_mm.testing import run_tool
 
-from conftest import run_tool
+pytestmark = pytest.mark.slow  # runs the tools as subprocesses
 
 SEG_CONFIG = 'configs/toy/swin_upernet_toy_ade20k.py'
 DET_CONFIG = 'configs/toy/swin_mask_rcnn_toy_coco.py'

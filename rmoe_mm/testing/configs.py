@@ -5,7 +5,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+#: The checkout's configs/.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 
 
 def build_model(cfg):

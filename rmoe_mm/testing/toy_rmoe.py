@@ -1,5 +1,6 @@
 """A tiny RMoE model, its data and an mmengine Runner around it, for the hook
-tests (and, through ``custom_imports``, for configs of 2-process runs).
+tests (and, through ``custom_imports``, for configs of 2-process runs, which
+name them ``'rmoe_mm_testing.ToyRMoEClassifier'`` and so on).
 
 The model has what :class:`RMoEStageHook` tells apart: a backbone with a dense
 stem, a BatchNorm and an RMoE FFN (core, residuals, router), and a head
@@ -14,13 +15,12 @@ import torch.nn.functional as F
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
-from mmengine.registry import DATASETS
 from mmengine.runner import Runner
 from torch import nn
 
 import rmoe_mm  # noqa: F401  registers the hooks
 from rmoe_mm.moe import RMoEFFN
-from rmoe_mm.registry import HOOKS, MODELS
+from .registry import DATASETS, HOOKS, MODELS
 
 IN_DIMS, EMBED_DIMS, NUM_CLASSES, NUM_EXPERTS = 6, 8, 3, 4
 
@@ -40,7 +40,7 @@ class ToyBackbone(nn.Module):
         return self.ffn(self.drop(self.norm(self.stem(x))))
 
 
-@MODELS.register_module(force=True)
+@MODELS.register_module()
 class ToyRMoEClassifier(BaseModel):
     """Backbone (stem, BN, RMoE FFN) + a linear head, cross-entropy loss."""
 
@@ -54,11 +54,11 @@ class ToyRMoEClassifier(BaseModel):
     def forward(self, inputs, labels=None, mode='tensor'):
         logits = self.head(self.backbone(inputs))
         if mode == 'loss':
-            return dict(loss=F.cross_entropy(logits, labels))
+            return dict(loss_cls=F.cross_entropy(logits, labels))
         return logits
 
 
-@DATASETS.register_module(force=True)
+@DATASETS.register_module()
 class ToyDataset(torch.utils.data.Dataset):
     """``length`` random samples whose label depends on the input."""
 
@@ -121,7 +121,7 @@ def snapshot(module: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class RankParamsDumpHook(Hook):
     """Saves this rank's parameters (``rank{r}_params.pt``) at the end of
     training, and rank 0's at the start and at iteration ``switch``."""
