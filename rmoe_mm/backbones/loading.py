@@ -12,7 +12,6 @@ to its own key layout, then :func:`load_rmoe_state_dict` loads it.
   instead of loading part of it.
 * Any tensor whose shape differs from the model's raises, naming the key.
 """
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, List, Set
 
@@ -20,30 +19,24 @@ from mmengine.logging import print_log
 from torch import nn
 
 from rmoe_mm.converters.common import StateDict, summarise_keys
-
-# A key is MoE-specific when one of its path segments is a router or a
-# residual (the RMoEFFN naming contract).
-_MOE_SEGMENT = re.compile(r'(^|\.)(router|[^.]*residual[^.]*)(\.|$)')
+from rmoe_mm.moe.naming import is_moe_key, moe_layer_name
+from rmoe_mm.moe.residual_ffn import rmoe_layers
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint that does not fit the model it is loaded into."""
 
 
-def is_moe_key(key: str) -> bool:
-    """Whether ``key`` names a router or residual tensor of an RMoE FFN."""
-    return _MOE_SEGMENT.search(key) is not None
-
-
-def moe_prefix(key: str) -> str:
-    """The RMoE FFN a MoE-specific ``key`` belongs to (``'stages.2.blocks.1.ffn'``)."""
-    return key[:_MOE_SEGMENT.search(key).start()]
-
-
 def rmoe_ffn_names(model: nn.Module) -> List[str]:
     """Module names of the RMoE FFNs in ``model``."""
-    from rmoe_mm.moe.residual_ffn import RMoEFFN
-    return [name for name, m in model.named_modules() if isinstance(m, RMoEFFN)]
+    return [name for name, _ in rmoe_layers(model)]
+
+
+def _model_moe_keys(model: nn.Module, model_state: StateDict) -> Set[str]:
+    """The residual and router keys of ``model``'s RMoE FFNs."""
+    layers = set(rmoe_ffn_names(model))
+    return {k for k in model_state
+            if is_moe_key(k) and moe_layer_name(k) in layers}
 
 
 @dataclass
@@ -83,7 +76,7 @@ def _check_moe_match(model: nn.Module, state_dict: StateDict,
                      moe_keys: Set[str]) -> None:
     """Raise unless the checkpoint's MoE FFNs are exactly the model's."""
     model_moe = set(rmoe_ffn_names(model))
-    ckpt_moe = {moe_prefix(k) for k in state_dict if is_moe_key(k)}
+    ckpt_moe = {moe_layer_name(k) for k in state_dict if is_moe_key(k)}
     if ckpt_moe != model_moe:
         raise CheckpointMismatchError(
             'the checkpoint is an RMoE checkpoint whose MoE FFNs are not the '
@@ -98,15 +91,16 @@ def _check_moe_match(model: nn.Module, state_dict: StateDict,
             f'router or residual settings?): {summarise_keys(absent)}')
 
 
-def _shape_error(model: nn.Module, key: str, got, want) -> CheckpointMismatchError:
+def _shape_error(model: nn.Module, key: str, got,
+                 want) -> CheckpointMismatchError:
     message = (f'checkpoint tensor {key!r} has shape {tuple(got)} but the '
                f"model's has shape {tuple(want)}")
     if is_moe_key(key):
-        ffn = model.get_submodule(moe_prefix(key))
+        ffn = model.get_submodule(moe_layer_name(key))
         settings = ', '.join(f'{name}={getattr(ffn, name)}'
                              for name in ('num_experts', 'residual_rank')
                              if hasattr(ffn, name))
-        message += (f'; the model\'s RMoE FFN {moe_prefix(key)!r} has '
+        message += (f"; the model's RMoE FFN {moe_layer_name(key)!r} has "
                     f'{settings}: the checkpoint was made with another '
                     'expert count or residual rank')
     return CheckpointMismatchError(message)
@@ -141,7 +135,7 @@ def load_rmoe_state_dict(model: nn.Module,
             checkpoint for other MoE blocks or settings.
     """
     model_state = model.state_dict()
-    moe_keys = {k for k in model_state if is_moe_key(k)}
+    moe_keys = _model_moe_keys(model, model_state)
     if any(is_moe_key(k) for k in state_dict):
         _check_moe_match(model, state_dict, moe_keys)
     for key, value in state_dict.items():
@@ -156,9 +150,12 @@ def load_rmoe_state_dict(model: nn.Module,
         layout=layout,
         loaded=[k for k in state_dict if k in model_state],
         initialised=sorted(k for k in moe_keys if k not in state_dict),
-        missing=[k for k in model_state
-                 if k not in state_dict and k not in moe_keys and k not in skip],
-        ignored=list(ignored) + [k for k in state_dict if k not in model_state],
+        missing=[
+            k for k in model_state
+            if k not in state_dict and k not in moe_keys and k not in skip
+        ],
+        ignored=list(ignored) +
+        [k for k in state_dict if k not in model_state],
         recomputed=recomputed)
     if logger is not None:
         print_log(report.summary(), logger=logger)

@@ -4,7 +4,7 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from moe_reference import reference_rmoe_ffn
 
-from rmoe_mm.moe import RMoEFFN, moe_param_groups, set_core_requires_grad
+from rmoe_mm.moe import RMoEFFN, split_parameters
 
 C, H, E = 6, 10, 4
 
@@ -123,10 +123,12 @@ def test_stopgrad_forward_is_the_unweighted_sum_of_selected_experts():
 
 def test_frozen_core_gets_no_gradient_but_residuals_and_router_do():
     moe = make_moe()
-    assert set_core_requires_grad(moe, False) == 4
+    groups = split_parameters(moe, backbone=None)
+    for _, param in groups['core']:
+        param.requires_grad_(False)
     x = torch.randn(20, C, dtype=torch.float64)
     moe(x).pow(2).sum().backward()
-    groups = moe_param_groups(moe)
+    assert groups['heads'] == []
     assert [n for n, _ in groups['core']] == [
         'layers.0.0.weight', 'layers.0.0.bias', 'layers.1.weight',
         'layers.1.bias'

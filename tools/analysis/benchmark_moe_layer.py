@@ -35,7 +35,7 @@ import time
 import torch
 from mmcv.cnn.bricks.transformer import FFN
 
-from rmoe_mm.moe import RMoEFFN, set_core_requires_grad
+from rmoe_mm.moe import RMoEFFN, split_parameters
 
 SHAPES = {
     # name: (tokens, embed_dims, feedforward_channels)
@@ -104,7 +104,8 @@ def benchmark_shape(name, args):
         top_k=args.top_k,
         capacity_factor=args.capacity_factor,
         residual_rank=args.residual_rank)
-    set_core_requires_grad(frozen, False)
+    for _, param in split_parameters(frozen, backbone=None)['core']:
+        param.requires_grad_(False)
     for layer in (dense, moe, frozen):
         layer.train()
 
