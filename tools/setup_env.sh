@@ -90,7 +90,7 @@ if ! mmcv_ok; then
 fi
 
 # ---- OpenMMLab stack, timm and test tools (mmcv is already satisfied) ----
-if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 || ! "$PY" -c "import timm, pytest, ftfy, regex, pycocotools" 2>/dev/null; then
+if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 || ! "$PY" -c "import pytest, ftfy, regex, pycocotools; from timm.layers.activations import QuickGELU" 2>/dev/null; then
   log "installing mmengine, mmsegmentation, mmdet, timm and test requirements"
   "${PIP[@]}" install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 fi
