@@ -12,7 +12,8 @@ import os
 from mmengine.config import DictAction
 
 import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
-from rmoe_mm.engine import build_runner, load_config, run_then_destroy
+from rmoe_mm.engine import (build_runner, load_config, run_then_destroy,
+                            setup_distributed)
 
 
 def parse_args(argv=None):
@@ -68,7 +69,7 @@ def enable_visualization(cfg, args) -> None:
 
 
 def build_cfg(args):
-    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -84,6 +85,8 @@ def main(argv=None):
     dump_detections = args.out is not None and library_of(cfg) == 'mmdet'
     if dump_detections and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out for a detector must be a .pkl file, got {args.out!r}')
+    # The process group (gloo without CUDA) and the DDP wrapper, explicitly.
+    setup_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
     if dump_detections:
         from mmdet.evaluation import DumpDetResults

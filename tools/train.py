@@ -13,7 +13,8 @@ import os
 from mmengine.config import DictAction
 
 import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
-from rmoe_mm.engine import build_runner, enable_amp, load_config, run_then_destroy
+from rmoe_mm.engine import (build_runner, enable_amp, load_config,
+                            run_then_destroy, setup_distributed)
 
 
 def parse_args(argv=None):
@@ -42,7 +43,7 @@ def parse_args(argv=None):
 
 
 def build_cfg(args):
-    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
     if args.amp:
         enable_amp(cfg)
     # resume: an explicit checkpoint > the latest one in work_dir
@@ -57,7 +58,10 @@ def build_cfg(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    runner = build_runner(build_cfg(args))
+    cfg = build_cfg(args)
+    # The process group (gloo without CUDA) and the DDP wrapper, explicitly.
+    setup_distributed(cfg, args.launcher)
+    runner = build_runner(cfg)
     run_then_destroy(runner.train)
 
 
