@@ -71,8 +71,7 @@ class RMoEBackboneMixin:
         return dict(cls.arch_zoo[name])
 
     @classmethod
-    def resolve_arch(cls, arch: Optional[Arch], default: str,
-                     **given) -> dict:
+    def resolve_arch(cls, arch: Optional[Arch], default: str, **given) -> dict:
         """The sizes ``given`` (``None`` = unset) filled from ``arch``.
 
         Without ``arch``, unset sizes come from the ``default`` preset. With
@@ -127,10 +126,11 @@ class RMoEBackboneMixin:
                 f'{type(self).__name__} supports init_cfg=None or '
                 "dict(type='Pretrained', checkpoint=...), got "
                 f'{init_cfg}')
-        self.load_pretrained(init_cfg['checkpoint'],
-                             prefix=init_cfg.get('prefix'))
+        self.load_pretrained(
+            init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
 
-    def load_pretrained(self, checkpoint: str,
+    def load_pretrained(self,
+                        checkpoint: str,
                         prefix: Optional[str] = None) -> LoadReport:
         """Load a dense or RMoE checkpoint file of any layout the family
         reads.
@@ -158,8 +158,8 @@ class RMoEBackboneMixin:
                 f'{self.checkpoint_doc} for where to put the released '
                 'files, or set init_cfg=None to train from scratch)') from err
         state_dict, ignored = extract_backbone_state_dict(ckpt, prefix)
-        state_dict, layout = self.convert_state_dict(state_dict,
-                                                     source=str(checkpoint))
+        state_dict, layout = self.convert_state_dict(
+            state_dict, source=str(checkpoint))
         state_dict, recomputed = self.fit_state_dict(state_dict)
         return load_rmoe_state_dict(
             self,
@@ -170,7 +170,8 @@ class RMoEBackboneMixin:
             recomputed=recomputed)
 
     # ------------------------------------------------------ family hooks
-    def convert_state_dict(self, state_dict: StateDict,
+    def convert_state_dict(self,
+                           state_dict: StateDict,
                            source: str = '') -> Tuple[StateDict, str]:
         """``state_dict`` in this backbone's layout, and the layout's name.
         """

@@ -32,7 +32,7 @@ class RMoECvT(CvT):
         # needs the depths, so it is checked once the dense CvT exists.
         cfg = MoEConfig.build(moe_cfg)
         super().__init__(*args, **kwargs)
-        self.convert_moe_blocks(resolve_moe_blocks(moe_blocks, self.depths),
-                                cfg)
+        self.convert_moe_blocks(
+            resolve_moe_blocks(moe_blocks, self.depths), cfg)
         # The new RMoE FFNs of a frozen stage are frozen too.
         self._freeze_stages()

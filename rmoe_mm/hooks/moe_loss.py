@@ -80,9 +80,11 @@ class MoELossHook(Hook):
         model = self._model(runner)
         self._handle = attach_loss_moe(model)
         if not any(True for _ in rmoe_layers(model)):
-            print_log('MoELossHook: the model has no RMoE FFN; loss_moe '
-                      'will not appear', logger='current',
-                      level=logging.WARNING)
+            print_log(
+                'MoELossHook: the model has no RMoE FFN; loss_moe '
+                'will not appear',
+                logger='current',
+                level=logging.WARNING)
 
     def after_train(self, runner) -> None:
         if self._handle is not None:

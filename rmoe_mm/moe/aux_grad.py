@@ -25,8 +25,8 @@ class _InjectAuxGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_x: Tensor):
-        grad_aux = grad_x.new_full(ctx.aux_shape, ctx.grad,
-                                   dtype=ctx.aux_dtype)
+        grad_aux = grad_x.new_full(
+            ctx.aux_shape, ctx.grad, dtype=ctx.aux_dtype)
         return grad_x, grad_aux, None
 
 

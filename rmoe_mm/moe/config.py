@@ -89,8 +89,8 @@ class MoEConfig:
                 'a token cannot visit more experts than exist')
         _check_choice('router', self.router, ROUTER_TYPES)
         check_number('gate_noise', self.gate_noise, 0, allow_none=True)
-        check_number('capacity_factor', self.capacity_factor, 0,
-                     allow_none=True)
+        check_number(
+            'capacity_factor', self.capacity_factor, 0, allow_none=True)
         if self.balance_loss is None:
             object.__setattr__(self, 'balance_loss', 'none')
         _check_choice('balance_loss', self.balance_loss, BALANCE_LOSSES)
@@ -99,8 +99,12 @@ class MoEConfig:
                            float(self.balance_loss_weight))
         check_number('residual_std', self.residual_std, 0)
         _check_choice('alignment', self.alignment, ALIGNMENTS)
-        check_number('residual_rank', self.residual_rank, 1, integer=True,
-                     allow_none=True)
+        check_number(
+            'residual_rank',
+            self.residual_rank,
+            1,
+            integer=True,
+            allow_none=True)
 
     @classmethod
     def names(cls):
@@ -134,8 +138,8 @@ class MoEConfig:
             hints = []
             for name in unknown:
                 close = difflib.get_close_matches(name, names, n=1)
-                hints.append(f'{name!r}' + (f' (did you mean {close[0]!r}?)'
-                                            if close else ''))
+                hints.append(f'{name!r}' + (
+                    f' (did you mean {close[0]!r}?)' if close else ''))
             raise UnknownMoESettingError(
                 f'unknown RMoE setting(s): {", ".join(hints)}; valid '
                 f'settings are {", ".join(names)}')

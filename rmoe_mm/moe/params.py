@@ -21,9 +21,9 @@ ROLES = ('core', 'residual', 'router', 'heads')
 NamedParams = List[Tuple[str, nn.Parameter]]
 
 
-def split_parameters(model: nn.Module,
-                     backbone: Optional[str] = 'backbone'
-                     ) -> Dict[str, NamedParams]:
+def split_parameters(
+        model: nn.Module,
+        backbone: Optional[str] = 'backbone') -> Dict[str, NamedParams]:
     """Every parameter of ``model`` by its role (see the module doc).
 
     Names are ``model.named_parameters()`` names; a shared parameter appears
@@ -55,7 +55,7 @@ def split_parameters(model: nn.Module,
     in_backbone = {id(p) for p in backbone_module.parameters()}
     groups: Dict[str, NamedParams] = {role: [] for role in ROLES}
     for name, param in model.named_parameters():
-        role = role_of.get(id(param),
-                           'core' if id(param) in in_backbone else 'heads')
+        role = role_of.get(
+            id(param), 'core' if id(param) in in_backbone else 'heads')
         groups[role].append((name, param))
     return groups

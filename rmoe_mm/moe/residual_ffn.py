@@ -116,8 +116,8 @@ class RMoEFFN(BaseModule):
             raise ValueError('RMoEFFN supports num_fcs=2 (fc1, fc2) only, '
                              f'got num_fcs={num_fcs}')
         check_number('embed_dims', embed_dims, 1, integer=True)
-        check_number('feedforward_channels', feedforward_channels, 1,
-                     integer=True)
+        check_number(
+            'feedforward_channels', feedforward_channels, 1, integer=True)
         cfg = MoEConfig.build(moe_cfg, **settings)
         cfg.check_shape(embed_dims, feedforward_channels)
         self.moe_cfg = cfg
@@ -210,8 +210,8 @@ class RMoEFFN(BaseModule):
         moe.gamma2 = copy.deepcopy(ffn.gamma2)
         moe.layers.load_state_dict(layers.state_dict())
         weight = fc1.weight
-        return moe.to(device=weight.device, dtype=weight.dtype).train(
-            ffn.training)
+        return moe.to(
+            device=weight.device, dtype=weight.dtype).train(ffn.training)
 
     def forward(self, x: Tensor, identity: Optional[Tensor] = None) -> Tensor:
         """Like mmcv ``FFN.forward``: ``identity + FFN(x)``, x ``[..., C]``."""

@@ -37,6 +37,5 @@ def collect_routing(model: nn.Module) -> Dict[str, Routing]:
     """
     return {
         name: layer.last_routing
-        for name, layer in rmoe_layers(model)
-        if layer.last_routing is not None
+        for name, layer in rmoe_layers(model) if layer.last_routing is not None
     }

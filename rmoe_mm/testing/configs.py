@@ -1,4 +1,5 @@
-"""Building models and one-step runners from configs/, shared by config tests."""
+"""Building models and one-step runners from configs/, for the config tests.
+"""
 from pathlib import Path
 
 from mmengine.config import Config
@@ -28,7 +29,8 @@ def head_channels(model):
 
 def one_step_runner(config, data_root, work_dir):
     """A Runner that trains ``config`` (relative to configs/) for one
-    iteration of batch 2 on ``data_root``, without validation or checkpoints."""
+    iteration of batch 2 on ``data_root``, without validation or
+    checkpoints."""
     cfg = Config.fromfile(CONFIG_DIR / config)
     cfg.work_dir = str(work_dir)
     cfg.train_dataloader.dataset.data_root = str(data_root)

@@ -31,8 +31,13 @@ def run_tool(*args, timeout=600, env=None):
     cmd = [sys.executable, *map(str, args)] if str(args[0]).endswith('.py') \
         else ['bash', *map(str, args)]
     full_env = dict(os.environ, PYTHON=sys.executable, **(env or {}))
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env)
     if proc.returncode != 0:
         raise AssertionError(
             f'{" ".join(cmd)} exited {proc.returncode}\n--- stdout ---\n'

@@ -97,7 +97,8 @@ def toy_runner_cfg(work_dir, stages, max_iters=6, by_epoch=False,
         train_cfg=train_cfg,
         default_hooks=dict(
             logger=dict(type='LoggerHook', interval=log_interval),
-            checkpoint=dict(type='CheckpointHook', interval=checkpoint_interval,
+            checkpoint=dict(type='CheckpointHook',
+                            interval=checkpoint_interval,
                             by_epoch=by_epoch)),
         custom_hooks=[
             dict(type='RMoEStageHook', stages=stages,

@@ -24,7 +24,10 @@ class BalanceLossProbe(Hook):
     def __init__(self):
         self.balance_loss, self.mode = {}, {}
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         ffn = runner.model.backbone.ffn
         self.balance_loss[runner.iter + 1] = ffn.last_balance_loss.item()
@@ -34,17 +37,23 @@ class BalanceLossProbe(Hook):
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     results = {}
-    for name, hooks in (('injected', []),
-                        ('loss', [dict(type='MoELossHook')])):
+    for name, hooks in (('injected', []), ('loss', [dict(type='MoELossHook')
+                                                    ])):
         work_dir = tmp_path_factory.mktemp(name)
         probe = BalanceLossProbe()
-        runner = build_toy_runner(work_dir, STAGES, max_iters=3,
-                                  optim_wrapper=SGD,
-                                  log_processor=dict(window_size=1),
-                                  extra_hooks=[*hooks, probe])
+        runner = build_toy_runner(
+            work_dir,
+            STAGES,
+            max_iters=3,
+            optim_wrapper=SGD,
+            log_processor=dict(window_size=1),
+            extra_hooks=[*hooks, probe])
         runner.train()
-        records = [json.loads(line) for line in next(
-            work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()]
+        records = [
+            json.loads(line)
+            for line in next(work_dir.glob(
+                '*/vis_data/scalars.json')).read_text().splitlines()
+        ]
         results[name] = (runner, probe, records)
     return results
 
@@ -69,5 +78,4 @@ def test_loss_moe_trains_exactly_as_the_injected_gradient(runs):
     expected = snapshot(injected.model)
     got = snapshot(as_loss.model)
     for key, value in expected.items():
-        torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6,
-                                   msg=key)
+        torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6, msg=key)
