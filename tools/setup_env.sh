@@ -89,8 +89,8 @@ if ! mmcv_ok; then
   "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
 fi
 
-# ---- OpenMMLab stack, timm and test tools (mmcv is already satisfied) ----
-if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 || ! "$PY" -c "import pytest, ftfy, regex, pycocotools; from timm.layers.activations import QuickGELU" 2>/dev/null; then
+# ---- OpenMMLab stack, timm, test and lint tools (mmcv is already satisfied) ----
+if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 flake8==5.0.4 isort==5.11.5 yapf==0.43.0 || ! "$PY" -c "import pytest, ftfy, regex, pycocotools; from timm.layers.activations import QuickGELU" 2>/dev/null; then
   log "installing mmengine, mmsegmentation, mmdet, timm and test requirements"
   "${PIP[@]}" install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 fi
