@@ -4,8 +4,9 @@ Shared by every RMoE backbone (Swin, CvT): the backbone converts its checkpoint
 to its own key layout, then :func:`load_rmoe_state_dict` loads it.
 
 * A *dense* checkpoint fills everything but the MoE-specific parameters:
-  the dense FFN of each MoE block lands in the RMoE FFN's core (same key
-  names), residuals and routers keep the values they were constructed with.
+  the dense FFN of each MoE block lands in the RMoE FFN's shared weights
+  (same key names), residuals and routers keep the values they were
+  constructed with.
 * An *RMoE* checkpoint (one with router / residual keys) must match the model
   exactly in where the MoE FFNs are and in their shapes (expert count,
   residual rank); anything else raises :class:`CheckpointMismatchError`

@@ -3,9 +3,9 @@ tests (and, through ``custom_imports``, for configs of 2-process runs, which
 name them ``'rmoe_mm_testing.ToyRMoEClassifier'`` and so on).
 
 The model has what :class:`RMoEStageHook` tells apart: a backbone with a dense
-stem, a BatchNorm and an RMoE FFN (core, residuals, router), and a head
-outside the backbone. Gate noise and dropout make the forward random, as in
-real training, so the resume test also covers randomness.
+stem, a BatchNorm and an RMoE FFN (shared weights, residuals, router), and a
+head outside the backbone. Gate noise and dropout make the forward random, as
+in real training, so the resume test also covers randomness.
 """
 import os.path as osp
 import uuid
