@@ -23,8 +23,8 @@ def build_model(cfg):
 def head_channels(model):
     """The input channels of the decode head (mmseg) or the neck (mmdet)."""
     head = getattr(model, 'decode_head', None)
-    return list(head.in_channels if head is not None else
-                model.neck.in_channels)
+    return list(
+        head.in_channels if head is not None else model.neck.in_channels)
 
 
 def one_step_runner(config, data_root, work_dir):

@@ -32,9 +32,13 @@ class ToyBackbone(nn.Module):
         self.stem = nn.Linear(IN_DIMS, EMBED_DIMS)
         self.norm = nn.BatchNorm1d(EMBED_DIMS)
         self.drop = nn.Dropout(0.1)
-        self.ffn = RMoEFFN(EMBED_DIMS, 2 * EMBED_DIMS, num_experts=NUM_EXPERTS,
-                           gate_noise=0.5, residual_std=0.01,
-                           balance_loss_weight=0.1)
+        self.ffn = RMoEFFN(
+            EMBED_DIMS,
+            2 * EMBED_DIMS,
+            num_experts=NUM_EXPERTS,
+            gate_noise=0.5,
+            residual_std=0.01,
+            balance_loss_weight=0.1)
 
     def forward(self, x):
         return self.ffn(self.drop(self.norm(self.stem(x))))
@@ -45,8 +49,8 @@ class ToyRMoEClassifier(BaseModel):
     """Backbone (stem, BN, RMoE FFN) + a linear head, cross-entropy loss."""
 
     def __init__(self, data_preprocessor=None, init_cfg=None):
-        super().__init__(data_preprocessor=data_preprocessor,
-                         init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         torch.manual_seed(0)
         self.backbone = ToyBackbone()
         self.head = nn.Linear(EMBED_DIMS, NUM_CLASSES)
@@ -75,9 +79,15 @@ class ToyDataset(torch.utils.data.Dataset):
         return dict(inputs=self.inputs[index], labels=self.labels[index])
 
 
-def toy_runner_cfg(work_dir, stages, max_iters=6, by_epoch=False,
-                   checkpoint_interval=1000, log_interval=1, extra_hooks=(),
-                   stage_kwargs=None, **overrides):
+def toy_runner_cfg(work_dir,
+                   stages,
+                   max_iters=6,
+                   by_epoch=False,
+                   checkpoint_interval=1000,
+                   log_interval=1,
+                   extra_hooks=(),
+                   stage_kwargs=None,
+                   **overrides):
     """Keyword arguments of an mmengine Runner training the toy model."""
     if by_epoch:
         train_cfg = dict(by_epoch=True, max_epochs=max_iters)
@@ -90,19 +100,28 @@ def toy_runner_cfg(work_dir, stages, max_iters=6, by_epoch=False,
         work_dir=str(work_dir),
         experiment_name=f'toy_{uuid.uuid4().hex[:8]}',
         train_dataloader=dict(
-            dataset=ToyDataset(), sampler=sampler, batch_size=16,
-            num_workers=0, collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05,
-                                          weight_decay=0.1)),
+            dataset=ToyDataset(),
+            sampler=sampler,
+            batch_size=16,
+            num_workers=0,
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(
+            optimizer=dict(type='AdamW', lr=0.05, weight_decay=0.1)),
         train_cfg=train_cfg,
         default_hooks=dict(
             logger=dict(type='LoggerHook', interval=log_interval),
-            checkpoint=dict(type='CheckpointHook',
-                            interval=checkpoint_interval,
-                            by_epoch=by_epoch)),
+            checkpoint=dict(
+                type='CheckpointHook',
+                interval=checkpoint_interval,
+                by_epoch=by_epoch)),
         custom_hooks=[
-            dict(type='RMoEStageHook', stages=stages,
-                 **{'by_epoch': by_epoch, **(stage_kwargs or {})}),
+            dict(
+                type='RMoEStageHook',
+                stages=stages,
+                **{
+                    'by_epoch': by_epoch,
+                    **(stage_kwargs or {})
+                }),
             dict(type='IterationSeedHook'),
             *extra_hooks,
         ],
