@@ -32,6 +32,7 @@ from mmengine.runner import CheckpointLoader
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from rmoe_mm.checkpoint.fit import guard_backbone_loads
 from rmoe_mm.converters.common import extract_backbone_state_dict
 from rmoe_mm.converters.cvt import convert_cvt_state_dict
 from rmoe_mm.converters.loading import load_rmoe_state_dict, rmoe_ffn_names
@@ -571,6 +572,7 @@ class CvT(BaseModule):
                                     build_norm_layer(norm_cfg,
                                                      self.embed_dims[i])[1])
         self._freeze_stages()
+        guard_backbone_loads(self)  # no load into it is silently partial
 
     def _parse_arch(self, arch: Union[str, Dict]) -> Dict:
         if isinstance(arch, str):

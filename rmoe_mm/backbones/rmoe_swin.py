@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.models.backbones.swin import SwinTransformer
 
+from rmoe_mm.checkpoint.fit import guard_backbone_loads
 from rmoe_mm.converters.common import extract_backbone_state_dict
 from rmoe_mm.converters.loading import load_rmoe_state_dict
 from rmoe_mm.converters.swin import DERIVED_BUFFERS, convert_swin_state_dict
@@ -230,6 +231,7 @@ class RMoESwinTransformer(SwinTransformer):
             for index in blocks:
                 block = stage.blocks[index]
                 block.ffn = convert_ffn_to_moe(block.ffn, self.moe_cfg)
+        guard_backbone_loads(self)  # no load into it is silently partial
 
     # ------------------------------------------------------------ weights
     def init_weights(self):
