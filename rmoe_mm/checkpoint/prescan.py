@@ -11,7 +11,6 @@ float, complex; no structured, object, void, string or subarray dtypes, no
 odd sizes or flags) and arrays and scalars whose byte counts fit them.
 Anything else raises :class:`CheckpointGlobalRefused` naming the global.
 """
-import _compat_pickle
 import io
 import pickle
 import re
@@ -83,6 +82,9 @@ class _Stub:
     def __setstate__(self, state):
         pass
 
+    def __repr__(self):
+        return f'<{self.global_name or "object"}>'
+
     def __setitem__(self, key, value):
         pass
 
@@ -117,7 +119,10 @@ class _DType:
                 dtype.subdtype is not None or \
                 dtype.itemsize != int(typestr[1:]):
             raise _refuse(name, f'of type {typestr!r}')
-        self.itemsize = dtype.itemsize
+        self.itemsize, self.typestr = dtype.itemsize, typestr
+
+    def __repr__(self):
+        return f'dtype({self.typestr!r})'
 
     def __setstate__(self, state):
         if not isinstance(state, tuple) or len(state) not in (8, 9) or \
@@ -219,9 +224,9 @@ def _getattr(owner, name, *default):
     if owner is _HistoryBuffer and not default and \
             name in history_buffer_statistics():
         return _Stub()
-    raise _refuse('builtins.getattr', f'for getattr({_short(owner)}, '
-                  f'{_short(name)}): only HistoryBuffer statistics methods '
-                  'may be looked up')
+    what = 'HistoryBuffer' if owner is _HistoryBuffer else _short(owner)
+    raise _refuse('builtins.getattr', f'for getattr({what}, {_short(name)}): '
+                  'only HistoryBuffer statistics methods may be looked up')
 
 
 def _special_globals() -> Dict[str, Callable]:
@@ -259,16 +264,18 @@ class PrescanUnpickler(pickle.Unpickler):
         self._stubs: Dict[str, type] = {}
 
     def find_class(self, module: str, name: str):
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            module = _compat_pickle.IMPORT_MAPPING[module]
+        compat = pickle._compat_pickle  # Python 2 names, as torch maps them
+        if (module, name) in compat.NAME_MAPPING:
+            module, name = compat.NAME_MAPPING[(module, name)]
+        elif module in compat.IMPORT_MAPPING:
+            module = compat.IMPORT_MAPPING[module]
         full = f'{module}.{name}'
         if full in self._special:
             return self._special[full]
         if self._torch_allowed is None or full in self._torch_allowed:
             if full not in self._stubs:
-                self._stubs[full] = type('Stub', (_Stub, ), {})
+                self._stubs[full] = type('Stub', (_Stub, ),
+                                         {'global_name': full})
             return self._stubs[full]
         raise _refuse(f'GLOBAL {full}', '')
 
