@@ -42,7 +42,8 @@ DERIVED_BUFFERS = ('relative_position_index', 'attn_mask',
 MODES = ('test', 'resume', 'load_from')
 CONVERTER = 'tools/model_converters/dense_to_rmoe.py'
 PARTIAL_HINT = ('To load it anyway, pass --allow-partial-load to '
-                f'tools/train.py / tools/test.py or set {ENV_ALLOW_PARTIAL}=1.')
+                'tools/train.py / tools/test.py or set '
+                f'{ENV_ALLOW_PARTIAL}=1.')
 
 #: Backbone family -> key patterns that only its checkpoints have (every
 #: layout the converters read).
@@ -55,7 +56,10 @@ FAMILY_SIGNATURES: Dict[str, re.Pattern] = {
 
 _allow_partial = False
 _checked: ContextVar[bool] = ContextVar('rmoe_mm_fit_checked', default=False)
-_MARK = '_rmoe_mm_fit_checked'
+_GUARD = '_rmoe_mm_load_guard'
+#: Set on a backbone by :func:`guard_model_loads`: its prefix in the guarded
+#: model, whose hook checks it already.
+_COVERED = '_rmoe_mm_checked_under'
 
 
 class CheckpointMismatchError(ValueError):
@@ -63,7 +67,10 @@ class CheckpointMismatchError(ValueError):
 
 
 def allow_partial_loads(enabled: bool = True) -> None:
-    """Let loads that do not fit go on, with a WARNING (``--allow-partial-load``)."""
+    """Let loads that do not fit go on, with a WARNING.
+
+    What ``--allow-partial-load`` of the tools calls.
+    """
     global _allow_partial
     _allow_partial = enabled
 
@@ -121,7 +128,7 @@ class Fit:
                 logger=logger, level=logging.WARNING)
         if self.new_moe:
             print_log(
-                f'Dense checkpoint into the RMoE {self.where}: '
+                f'A dense checkpoint loads into {self.where}: '
                 f'{len(self.new_moe)} router / residual tensors of '
                 f'{self.new_moe_ffns} MoE FFNs keep their init '
                 f'(e.g. {_first(self.new_moe, 3)}).',
@@ -189,16 +196,17 @@ def check_backbone_state_dict(backbone: nn.Module,
     incoming = {k[len(prefix):]: v for k, v in state_dict.items()
                 if isinstance(k, str) and k.startswith(prefix)}
     if not incoming:
-        hint = ''
         family = backbone_family(state_dict)
-        if prefix and family:
-            hint = (f' Its keys look like a {family} backbone checkpoint: '
-                    "load it with model.backbone.init_cfg=dict(type="
-                    "'Pretrained', checkpoint=...) (or save it whole-model "
-                    f'with {CONVERTER} --out-prefix {prefix}).')
+        what = f'a {family} backbone checkpoint' if family else \
+            'a backbone-only checkpoint'
+        holds = f'; the checkpoint holds {_first(state_dict)}' \
+            if state_dict else ''
         fit.problems.append(
-            f'no key starts with {prefix!r}; the checkpoint holds '
-            f'{_first(state_dict)}.{hint}')
+            f'no key of the checkpoint starts with {prefix!r}{holds}. If it '
+            f'is {what} (e.g. ImageNet weights), give it to '
+            "model.backbone.init_cfg=dict(type='Pretrained', "
+            f'checkpoint=...) instead, or save it whole-model with {CONVERTER}'
+            f' --out-prefix {prefix}.')
         return fit
     problem = family_problem(backbone, incoming, prefix)
     if problem:
@@ -254,8 +262,9 @@ def check_backbone_state_dict(backbone: nn.Module,
                and not (dense_in and allow_dense and k in model_moe_keys)]
     unexpected = [k for k in incoming if k not in own and not is_derived(k)]
     if missing:
-        fit.problems.append(f'{len(missing)} tensors of the model are not in '
-                            f'the checkpoint: {_first(prefix + k for k in missing)}')
+        fit.problems.append(
+            f'{len(missing)} tensors of the model are not in the checkpoint: '
+            f'{_first(prefix + k for k in missing)}')
     if unexpected:
         fit.problems.append(
             f'{len(unexpected)} tensors of the checkpoint are not in the '
@@ -323,20 +332,6 @@ def check_model_state_dict(model: nn.Module,
 
 
 # ----------------------------------------------------------------- hooks
-_GUARD = '_rmoe_mm_load_guard'
-
-
-def _mark_checked(state_dict) -> None:
-    try:
-        setattr(state_dict, _MARK, True)
-    except AttributeError:  # a plain dict: the backbone hooks check again
-        pass
-
-
-def _already_checked(state_dict) -> bool:
-    return _checked.get() or getattr(state_dict, _MARK, False)
-
-
 @contextmanager
 def checked_load():
     """Loads inside this block were checked by the caller: hooks skip them."""
@@ -348,7 +343,8 @@ def checked_load():
 
 
 def _backbone_pre_hook(module, state_dict, prefix, *args, **kwargs):
-    if _already_checked(state_dict):
+    # mmengine and torch hand each module only the keys under its prefix.
+    if _checked.get() or getattr(module, _COVERED, None) == prefix:
         return
     check_backbone_state_dict(module, state_dict, prefix).enforce()
 
@@ -377,10 +373,9 @@ def enforce_fits(fits: List[Fit], logger='current') -> None:
 
 
 def _model_pre_hook(module, state_dict, prefix, *args, mode: str, **kwargs):
-    if _already_checked(state_dict):
+    if _checked.get():
         return
     enforce_fits(check_model_state_dict(module, state_dict, mode, prefix))
-    _mark_checked(state_dict)
 
 
 def guard_model_loads(model: nn.Module, mode: str):
@@ -392,12 +387,30 @@ def guard_model_loads(model: nn.Module, mode: str):
             :func:`check_model_state_dict`).
 
     Returns:
-        The hook handle (``.remove()`` undoes it).
+        A handle whose ``.remove()`` undoes it.
     """
     if mode not in MODES:
         raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
     from mmengine.model import is_model_wrapper
     while is_model_wrapper(model):
         model = model.module
-    return model.register_load_state_dict_pre_hook(
+    covered = [(name, backbone) for name, backbone in
+               guarded_backbones(model) if name]
+    for name, backbone in covered:  # the model's hook checks them
+        setattr(backbone, _COVERED, f'{name}.')
+    handle = model.register_load_state_dict_pre_hook(
         partial(_model_pre_hook, mode=mode))
+    return _ModelGuard(handle, [backbone for _, backbone in covered])
+
+
+class _ModelGuard:
+    """Handle of :func:`guard_model_loads`."""
+
+    def __init__(self, handle, backbones: List[nn.Module]):
+        self.handle, self.backbones = handle, backbones
+
+    def remove(self) -> None:
+        self.handle.remove()
+        for backbone in self.backbones:
+            if hasattr(backbone, _COVERED):
+                delattr(backbone, _COVERED)
