@@ -2,7 +2,7 @@
 
 Reference for "dangerous": the same file loaded with full unpickling runs
 its command (the control test); for "legitimate", numpy's own pickle.
-Every payload of ``malicious.py`` goes through mmengine's
+Every payload of ``tests/malicious.py`` goes through mmengine's
 ``CheckpointLoader`` as a local file and as an ``https://`` URL whose file
 already sits in torch hub's cache (no network): the marker never appears,
 and the error names the file and the refused global. Legitimate files
