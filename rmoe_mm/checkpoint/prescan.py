@@ -32,6 +32,12 @@ TEXT_CODECS = ('latin1', 'latin-1', 'utf-8', 'utf8', 'ascii')
 HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
 
 
+#: Refusals of a whole file format rather than of a global.
+LEGACY_TAR = 'a file in the legacy tar format (torch < 0.4)'
+NO_DATA_PKL = 'a zip archive without data.pkl'
+UNCHECKABLE = (LEGACY_TAR, NO_DATA_PKL)
+
+
 class CheckpointGlobalRefused(pickle.UnpicklingError):
     """A checkpoint asked for a global, or a numpy object, outside the rules.
 
@@ -49,15 +55,20 @@ class CheckpointGlobalRefused(pickle.UnpicklingError):
         where = f'Refused to load {self.filename!r}: it' if self.filename \
             else 'The checkpoint'
         reason = f' ({self.reason})' if self.reason else ''
-        return (
-            f'{where} asks the unpickler for {self.refused}{reason}, which '
-            'is not on the allow-list of what model and mmengine checkpoints '
-            'contain (tensors, containers, HistoryBuffer, plain numeric numpy '
-            'arrays, scalars and dtypes; docs/security.md). Unpickling an '
-            'arbitrary global can execute code, so torch >= 2.6 loads with '
-            'weights_only=True. Only if you trust this file, name it in '
-            'RMOE_MM_TRUSTED_CHECKPOINTS or pass --trust-checkpoint to the '
-            'tools.')
+        if self.refused in UNCHECKABLE:
+            what = (f'{where} is {self.refused}{reason}, which the safe '
+                    'loader cannot check (docs/security.md).')
+        else:
+            what = (
+                f'{where} asks the unpickler for {self.refused}{reason}, '
+                'which is not on the allow-list of what model and mmengine '
+                'checkpoints contain (tensors, containers, HistoryBuffer, '
+                'plain numeric numpy arrays, scalars and dtypes; '
+                'docs/security.md). Unpickling an arbitrary global can '
+                'execute code, so torch >= 2.6 loads with weights_only=True.')
+        return (f'{what} Only if you trust this file, name it in '
+                'RMOE_MM_TRUSTED_CHECKPOINTS or pass --trust-checkpoint to '
+                'the tools.')
 
     def with_filename(self, filename: str) -> 'CheckpointGlobalRefused':
         """The same refusal, naming ``filename``."""
@@ -312,14 +323,12 @@ def prescan(file: BinaryIO) -> None:
             # The same reader torch.load uses, so both see the same record.
             with _open_zipfile_reader(file) as archive:
                 if not archive.has_record('data.pkl'):
-                    raise _refuse('an archive without data.pkl',
-                                  'TorchScript or not a torch.save file')
+                    raise _refuse(NO_DATA_PKL, 'not a torch.save file')
                 _scan_pickle(io.BytesIO(archive.get_record('data.pkl')),
                              torch_allowed)
             return
         if _is_tar(file, start):
-            raise _refuse('the legacy tar format (torch < 0.4)',
-                          're-save the file with a current torch')
+            raise _refuse(LEGACY_TAR, 're-save it with a current torch')
         file.seek(start)
         # Legacy format: magic number, protocol, sys info, then the objects.
         for _ in range(4):

@@ -11,6 +11,7 @@ pickles) load as numpy's own pickle loads them.
 """
 import logging
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -248,3 +249,20 @@ def test_trusted_url_from_the_environment(hub_dir, monkeypatch):
 def test_trusted_list_keeps_urls_whole():
     assert split_trusted('/a.pth:https://x.org/b.pth::s3://bucket/c.pth') == \
         ['/a.pth', 'https://x.org/b.pth', 's3://bucket/c.pth']
+
+
+def test_formats_the_pre_scan_cannot_read_are_refused(tmp_path):
+    import io
+    import tarfile
+    with tarfile.open(tmp_path / 'old.tar', 'w') as archive:
+        info = tarfile.TarInfo('pickle')
+        info.size = 4
+        archive.addfile(info, io.BytesIO(b'xxxx'))
+    with pytest.raises(CheckpointGlobalRefused, match='legacy tar format'):
+        load_checkpoint_file(tmp_path / 'old.tar')
+    with warnings.catch_warnings():  # torch.jit is deprecated
+        warnings.simplefilter('ignore')
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)),
+                       tmp_path / 'script.pt')
+    with pytest.raises(CheckpointGlobalRefused, match='__torch__'):
+        load_checkpoint_file(tmp_path / 'script.pt')
