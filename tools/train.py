@@ -90,7 +90,7 @@ def main(argv=None):
         # --resume and load_from must fit the model (dense -> RMoE allowed
         # for load_from); refused before any tensor or optimizer state moves.
         guard_model_loads(runner.model,
-                          'resume' if cfg.resume else 'load_from')
+                          'resume' if cfg.get('resume') else 'load_from')
         run_then_destroy(runner.train)
 
 

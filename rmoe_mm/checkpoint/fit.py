@@ -238,7 +238,8 @@ def check_backbone_state_dict(backbone: nn.Module,
 
     shapes, experts = [], {}
     for key, value in incoming.items():
-        if key not in own or tuple(value.shape) == own[key]:
+        if key not in own or not hasattr(value, 'shape') or \
+                tuple(value.shape) == own[key]:
             continue
         got = tuple(value.shape)
         shapes.append(f'{prefix}{key}: checkpoint {got}, model {own[key]}')
@@ -258,8 +259,14 @@ def check_backbone_state_dict(backbone: nn.Module,
         fit.problems.append(
             f'{len(shapes)} tensors have another shape (other size, window, '
             f'expert count or residual rank): {_first(shapes, 3)}')
+    if dense_in and model_moe_keys and not allow_dense:
+        fit.problems.append(
+            f'the checkpoint is dense but {name} is an RMoE backbone: its '
+            f'{len(ffns)} MoE FFNs would keep random routers and residuals. '
+            'Use the config that made the checkpoint, or start RMoE training '
+            'from it with load_from.')
     missing = [k for k in own if k not in incoming and not is_derived(k)
-               and not (dense_in and allow_dense and k in model_moe_keys)]
+               and not (dense_in and k in model_moe_keys)]
     unexpected = [k for k in incoming if k not in own and not is_derived(k)]
     if missing:
         fit.problems.append(
