@@ -84,32 +84,41 @@ def load_checkpoint_file(file: PathOrFile,
             refusal = _refusal(err, name)
             names = [source, file if isinstance(file, str) else None]
             if not is_trusted(names):
+                if refusal is None:
+                    raise pickle.UnpicklingError(
+                        f'cannot read checkpoint {name!r}: {err}') from err
                 raise refusal from err
+            needs = f'{refusal.refused}' + (
+                f' ({refusal.reason})' if refusal.reason else '') \
+                if refusal else f'a pickle the safe loader cannot read ({err})'
             print_log(
                 f'Loading {name} with full unpickling (weights_only=False): '
                 f'it is trusted ({ENV_TRUSTED} or --trust-checkpoint) and '
-                f'needs what the allow-list refuses: {refusal.refused}'
-                f'{f" ({refusal.reason})" if refusal.reason else ""}. A '
-                'trusted file can run any code when it is loaded.',
-                logger=logger, level=logging.WARNING)
+                f'needs {needs}. A trusted file can run any code when it is '
+                'loaded.', logger=logger, level=logging.WARNING)
             opened.seek(start)
             return torch.load(opened, map_location=map_location,
                               weights_only=False)
 
 
 def _refusal(err: pickle.UnpicklingError,
-             name: str) -> CheckpointGlobalRefused:
-    """``err`` as a :class:`CheckpointGlobalRefused` naming ``name``."""
+             name: str) -> Optional[CheckpointGlobalRefused]:
+    """``err`` as a :class:`CheckpointGlobalRefused` naming ``name``, or
+    None when the file is no readable pickle at all (not a refusal)."""
     if isinstance(err, CheckpointGlobalRefused):
         return err.with_filename(name)
-    # torch's own refusal (the pre-scan passed; e.g. an opcode it lacks).
     text = str(err)
+    if not text.startswith('Weights only load failed'):
+        return None
+    # torch's own refusal (the pre-scan passed; e.g. an opcode it lacks).
     marker = 'GLOBAL '
     if marker in text:
         refused = marker + text.split(marker, 1)[1].split()[0]
     else:
-        refused = 'an object torch refuses'
-    return CheckpointGlobalRefused(refused, text.splitlines()[0][:300], name)
+        refused = "what torch's weights_only unpickler refuses"
+    reason = next((line.strip() for line in text.splitlines()
+                   if 'Unsupported' in line or 'GLOBAL' in line), '')
+    return CheckpointGlobalRefused(refused, reason[:300], name)
 
 
 # ----------------------------------------------------------------- URLs

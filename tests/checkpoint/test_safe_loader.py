@@ -266,3 +266,12 @@ def test_formats_the_pre_scan_cannot_read_are_refused(tmp_path):
                        tmp_path / 'script.pt')
     with pytest.raises(CheckpointGlobalRefused, match='__torch__'):
         load_checkpoint_file(tmp_path / 'script.pt')
+
+
+def test_a_corrupt_file_is_an_error_not_a_refusal(tmp_path):
+    path = tmp_path / 'junk.pth'
+    path.write_bytes(b'not a pickle')
+    with pytest.raises(pickle.UnpicklingError) as info:
+        load_checkpoint_file(path)
+    assert not isinstance(info.value, CheckpointGlobalRefused)
+    assert f'cannot read checkpoint {str(path)!r}' in str(info.value)
