@@ -76,7 +76,11 @@ def load_checkpoint_file(file: PathOrFile,
     with _opened(file) as opened:
         start = opened.tell()
         try:
-            prescan(opened)
+            try:
+                prescan(opened)
+            except RuntimeError as err:  # e.g. a zip cut short by a kill
+                raise RuntimeError(
+                    f'cannot read checkpoint {name!r}: {err}') from err
             with torch.serialization.safe_globals(safe_globals()):
                 return torch.load(opened, map_location=map_location,
                                   weights_only=True)

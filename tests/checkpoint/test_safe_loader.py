@@ -275,3 +275,12 @@ def test_a_corrupt_file_is_an_error_not_a_refusal(tmp_path):
         load_checkpoint_file(path)
     assert not isinstance(info.value, CheckpointGlobalRefused)
     assert f'cannot read checkpoint {str(path)!r}' in str(info.value)
+
+
+def test_a_truncated_file_names_itself(tmp_path):
+    path = tmp_path / 'iter_8.pth'
+    torch.save({'w': torch.ones(100)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(RuntimeError, match=f'cannot read checkpoint '
+                       f'{str(path)!r}'):
+        load_checkpoint_file(path)
