@@ -16,7 +16,7 @@ dynamic loss scale, divided by the gradient accumulation count); see
 import copy
 import difflib
 from contextlib import contextmanager
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmcv.cnn import build_activation_layer
@@ -315,18 +315,29 @@ class RMoEFFN(BaseModule):
                 aux_grad = self.balance_loss_weight * get_aux_grad_scale()
         self._record_stats(routing, plan, aux_loss)
 
-        fc1, activation, drop1 = self.layers[0]
-        fc2, drop2 = self.layers[1], self.layers[2]
-        hidden = self.residual.apply_fc('fc1', rows, plan.counts, fc1)
-        hidden = drop1(activation(hidden))
-        rows = self.residual.apply_fc('fc2', hidden, plan.counts, fc2)
-        rows = drop2(rows)
+        rows = self.experts(rows, plan.counts)
         out = combine(rows, gates, plan, self.alignment,
                       aux_loss if aux_grad else None, aux_grad).view(x.shape)
         out = self.dropout_layer(self.gamma2(out))
         if not self.add_identity:
             return out
         return (x if identity is None else identity) + out
+
+    def experts(self, rows: Tensor, counts: Sequence[int]) -> Tensor:
+        """Expert ``e``'s FFN (core + residual ``e``) on its slice of rows.
+
+        Args:
+            rows (Tensor): ``[A, C]`` token rows sorted by expert.
+            counts (Sequence[int]): Rows of each expert, in expert order.
+
+        Returns:
+            Tensor: ``[A, C]``, the expert outputs in the same order.
+        """
+        fc1, activation, drop1 = self.layers[0]
+        fc2, drop2 = self.layers[1], self.layers[2]
+        hidden = self.residual.apply_fc('fc1', rows, counts, fc1)
+        return drop2(self.residual.apply_fc('fc2', drop1(activation(hidden)),
+                                            counts, fc2))
 
     @torch.no_grad()
     def _record_stats(self, routing, plan, aux_loss) -> None:
