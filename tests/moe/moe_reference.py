@@ -38,11 +38,10 @@ def reference_kept(experts, num_experts, capacity_factor):
 
 
 def residual_weight(moe, fc, expert):
-    res = moe.residual
+    res = getattr(moe.residual, fc)
     if res.rank is None:
-        return getattr(res, f'{fc}_weight')[expert]
-    return getattr(res, f'{fc}_weight_a')[expert] @ getattr(
-        res, f'{fc}_weight_b')[expert]
+        return res.weight[expert]
+    return res.weight_a[expert] @ res.weight_b[expert]
 
 
 def expert_output(moe, token, expert):
@@ -50,9 +49,9 @@ def expert_output(moe, token, expert):
     fc1, act = moe.layers[0][0], moe.layers[0][1]
     fc2 = moe.layers[1]
     w1 = fc1.weight + residual_weight(moe, 'fc1', expert)
-    b1 = fc1.bias + moe.residual.fc1_bias[expert]
+    b1 = fc1.bias + moe.residual.fc1.bias[expert]
     w2 = fc2.weight + residual_weight(moe, 'fc2', expert)
-    b2 = fc2.bias + moe.residual.fc2_bias[expert]
+    b2 = fc2.bias + moe.residual.fc2.bias[expert]
     hidden = act(w1 @ token + b1)
     return w2 @ hidden + b2
 
