@@ -96,6 +96,10 @@ def parse_args():
     parser.add_argument('--memory', action='store_true',
                         help='also measure peak memory, fresh process each')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--device', default='cpu',
+                        help="'cpu' or 'cuda' (on CUDA the step is timed "
+                        'between synchronisations and the memory is the '
+                        'peak of torch.cuda.max_memory_allocated)')
     parser.add_argument('--json', help='write all results to this file')
     parser.add_argument('--keep-freed-memory', action='store_true',
                         help="raise glibc's mmap threshold to 1 GiB (freed "
@@ -232,7 +236,12 @@ def init_single_process_group():
                                 rank=0, world_size=1)
 
 
-def build_candidate(name, dense, num_experts):
+def build_candidate(name, dense, num_experts, device='cpu'):
+    module, forward = _build_candidate(name, dense, num_experts, device)
+    return module.to(device), forward
+
+
+def _build_candidate(name, dense, num_experts, device):
     """``(module, forward)`` with ``forward(x) -> (out, aux or None)``;
     raises ImportError for a peer that is not installed."""
     embed_dims, hidden = dense.embed_dims, dense.feedforward_channels
@@ -249,7 +258,8 @@ def build_candidate(name, dense, num_experts):
         return moe, lambda x: (moe(x), None)
     if name == 'deepspeed':
         add_peers_to_path()
-        os.environ.setdefault('DS_ACCELERATOR', 'cpu')
+        os.environ.setdefault('DS_ACCELERATOR',
+                              'cuda' if device != 'cpu' else 'cpu')
         from deepspeed.moe.layer import MoE  # noqa: F401 (import check)
         init_single_process_group()
         layer = MoE(hidden_size=embed_dims,
@@ -289,7 +299,7 @@ def build_candidate(name, dense, num_experts):
 
 def make_step(module, forward, x, grad):
     params = [p for p in module.parameters() if p.requires_grad]
-    aux_grad = torch.tensor(AUX_WEIGHT)
+    aux_grad = torch.tensor(AUX_WEIGHT, device=x.device)
 
     def step():
         for param in params:
@@ -304,15 +314,20 @@ def make_step(module, forward, x, grad):
     return step
 
 
-def make_inputs(shape, seed):
+def make_inputs(shape, seed, device='cpu'):
     num_tokens, embed_dims, hidden = SHAPES[shape]
     torch.manual_seed(seed)
     dense = FFN(embed_dims, hidden, act_cfg=dict(type='GELU')).train()
     # [batch 2, tokens, C] as inside a Swin stage (its rows are not contiguous
     # in token order after the window shuffles; made contiguous here).
     x = torch.randn(num_tokens // 2, 2, embed_dims).transpose(0, 1)
-    x = x.contiguous().requires_grad_()
-    return dense, x, torch.randn_like(x)
+    x = x.contiguous().to(device).requires_grad_()
+    return dense.to(device), x, torch.randn_like(x)
+
+
+def synchronize(device):
+    if device != 'cpu':
+        torch.cuda.synchronize(device)
 
 
 def candidate_names(args):
@@ -326,11 +341,12 @@ def candidate_names(args):
 # ------------------------------------------------------------------ timing
 def benchmark_shape(shape, names, threads, args):
     torch.set_num_threads(threads)
-    dense, x, grad = make_inputs(shape, args.seed)
+    dense, x, grad = make_inputs(shape, args.seed, args.device)
     steps, skipped = {}, {}
     for name in names:
         try:
-            module, forward = build_candidate(name, dense, args.num_experts)
+            module, forward = build_candidate(name, dense, args.num_experts,
+                                              args.device)
         except ImportError as err:
             skipped[name] = f'not installed ({err.name or err})'
             continue
@@ -343,8 +359,10 @@ def benchmark_shape(shape, names, threads, args):
     cpu = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, step in steps.items():
+            synchronize(args.device)
             start_wall, start_cpu = time.perf_counter(), time.process_time()
             step()
+            synchronize(args.device)
             wall[name].append(time.perf_counter() - start_wall)
             cpu[name].append(time.process_time() - start_cpu)
     result = {}
@@ -384,12 +402,19 @@ def _status_kb(field):
 def child_memory(name, shape, args):
     """Peak RSS of ``name``'s steps above the process before the layer."""
     torch.set_num_threads(1)
-    dense, x, grad = make_inputs(shape, args.seed)
-    with open('/proc/self/clear_refs', 'w') as refs:
-        refs.write('5')  # reset VmHWM (the peak) to the current RSS
-    before = _status_kb('VmRSS')
+    dense, x, grad = make_inputs(shape, args.seed, args.device)
+    cuda = args.device != 'cpu'
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() / 1024
+    else:
+        with open('/proc/self/clear_refs', 'w') as refs:
+            refs.write('5')  # reset VmHWM (the peak) to the current RSS
+        before = _status_kb('VmRSS')
     try:
-        module, forward = build_candidate(name, dense, args.num_experts)
+        module, forward = build_candidate(name, dense, args.num_experts,
+                                          args.device)
     except ImportError as err:
         print(json.dumps(dict(skipped=f'not installed ({err.name})')))
         return
@@ -397,7 +422,10 @@ def child_memory(name, shape, args):
     step = make_step(module, forward, x, grad)
     for _ in range(3):
         step()
-    peak = _status_kb('VmHWM')
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 1024
+    else:
+        peak = _status_kb('VmHWM')
     params = sum(p.numel() * p.element_size() for p in module.parameters())
     print(json.dumps(dict(peak_mb=(peak - before) / 1024,
                           params_mb=params / 2**20)))
@@ -412,7 +440,7 @@ def measure_memory(shapes, names, args):
                 sys.executable, osp.abspath(__file__), '--child-memory', name,
                 shape, '--num-experts',
                 str(args.num_experts), '--seed',
-                str(args.seed)
+                str(args.seed), '--device', args.device
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True,
                                   env=dict(os.environ, OMP_NUM_THREADS='1'))
@@ -422,9 +450,11 @@ def measure_memory(shapes, names, args):
                 continue
             results[shape][name] = json.loads(proc.stdout.strip()
                                               .splitlines()[-1])
-    print('\nPeak memory of 3 training steps above the process before the '
-          'layer was built (MB; fresh process each, 1 thread); params = the '
-          "layer's parameters")
+    what = ('CUDA memory allocated' if args.device != 'cpu' else
+            'resident memory')
+    print(f'\nPeak {what} of 3 training steps above the process before '
+          'the layer was built (MB; fresh process each, 1 thread); params = '
+          "the layer's parameters")
     print(f'  {"candidate":<20s}' +
           ''.join(f' {s + " peak":>20s} {"params":>7s}' for s in shapes))
     for name in names:
