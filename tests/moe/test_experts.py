@@ -315,3 +315,26 @@ def _load_fixture_builder():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('residual_rank', [None, 4])
+def test_cuda_frozen_core_matches_reference(residual_rank, monkeypatch):
+    """fp32 on the GPU (TF32 off), tolerance 1e-4: the batched path with
+    many rows per expert, top-2, capacity, core frozen."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    taken = _spy_paths(monkeypatch)
+    moe = make_moe(32, 64, top_k=2, capacity_factor=1.0,
+                   residual_rank=residual_rank).float().cuda()
+    set_core_requires_grad(moe, False)
+    x = torch.randn(2, 60, 32, device='cuda')
+    seed = torch.randn_like(x)
+    grads = trainable_grads(moe, (moe(x) * seed).sum())
+    expected_out, expected_aux = reference_rmoe_ffn(moe, x)
+    expected = trainable_grads(
+        moe, (expected_out * seed).sum() + 0.01 * expected_aux)
+    torch.testing.assert_close(moe(x), expected_out, rtol=0, atol=1e-4)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], rtol=0,
+                                   atol=1e-4, msg=name)
+    assert set(taken) <= {'batched'}

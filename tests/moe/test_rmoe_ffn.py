@@ -4,7 +4,8 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from moe_reference import reference_rmoe_ffn
 
-from rmoe_mm.moe import RMoEFFN, experts, moe_param_groups, set_core_requires_grad
+from rmoe_mm.moe import (RMoEFFN, experts, moe_param_groups,
+                         set_core_requires_grad)
 
 C, H, E = 6, 10, 4
 
@@ -238,12 +239,14 @@ def test_gate_noise_only_in_training():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('residual_rank', [None, 2])
 @pytest.mark.parametrize('top_k, capacity_factor', [(1, None), (2, 0.5)])
 def test_cuda_matches_per_token_reference(top_k, capacity_factor,
-                                          monkeypatch):
+                                          residual_rank, monkeypatch):
     """fp32 on the GPU (TF32 off), tolerance 1e-4; then a bf16 autocast run."""
     monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
-    moe = make_moe(top_k=top_k, capacity_factor=capacity_factor).float().cuda()
+    moe = make_moe(top_k=top_k, capacity_factor=capacity_factor,
+                   residual_rank=residual_rank).float().cuda()
     x = torch.randn(3, 7, C, device='cuda')
     seed = torch.randn_like(x)
     grads = named_grads(moe, (moe(x) * seed).sum())

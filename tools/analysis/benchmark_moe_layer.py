@@ -377,16 +377,18 @@ def benchmark_shape(shape, names, threads, args):
 
 def print_table(shape, threads, result, skipped, args):
     num_tokens, embed_dims, hidden = SHAPES[shape]
+    where = f'{threads} thread(s)' if args.device == 'cpu' else args.device
     print(f'\n{shape}: {num_tokens} tokens, C={embed_dims}, H={hidden}, '
-          f'E={args.num_experts}, top-1, {threads} thread(s)')
+          f'E={args.num_experts}, top-1, {where}')
     header = f'  {"candidate":<20s} {"wall ms":>9s} {"x dense":>8s}'
-    if threads == 1:
+    show_cpu = threads == 1 and args.device == 'cpu'
+    if show_cpu:
         header += f' {"cpu ms":>9s} {"x dense":>8s}'
     print(header)
     for name, row in result.items():
         line = (f'  {name:<20s} {row["wall_ms"]:9.1f} '
                 f'{row["wall_ratio"]:8.2f}')
-        if threads == 1:
+        if show_cpu:
             line += f' {row["cpu_ms"]:9.1f} {row["cpu_ratio"]:8.2f}'
         print(line)
     for name, why in skipped.items():

@@ -259,7 +259,8 @@ def print_task(task, result, params, args):
     print(f'\n{task}: Swin-T, {args.batch} x {height}x{width}, '
           f'{args.threads} thread(s), AdamW, median of {args.repeats} '
           'interleaved steps')
-    clocks = ('wall', 'cpu') if args.threads == 1 else ('wall', )
+    clocks = ('wall', 'cpu') if args.threads == 1 and args.device == 'cpu' \
+        else ('wall', )
     for clock in clocks:
         base = result['dense'][f'step_{clock}']
         print(f'  {clock} clock   {"step s":>8s} {"x dense":>8s} '
