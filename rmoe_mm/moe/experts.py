@@ -39,6 +39,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import ext
+
 #: Bytes of ``W_core + R_e`` built per block by the ``'blocked'`` path.
 CPU_BLOCK_BYTES = 4 << 20
 #: On a CPU, experts with at most this many rows each take the ``'batched'``
@@ -230,10 +232,22 @@ class _ExpertLinear(torch.autograd.Function):
                 grad_residual_weight, grad_residual_bias, None)
 
 
+def _extension(*tensors):
+    """The C++ blocked loop if it is built and fits these tensors."""
+    if any(t.device.type != 'cpu' or t.dtype != tensors[0].dtype
+           for t in tensors):
+        return None
+    return ext.get()
+
+
 def _blocked_forward(rows, counts, core_weight, residual_weight, biases):
     out_features, in_features = core_weight.shape
-    out = rows.new_empty(rows.shape[0], out_features)
     block = _block_rows(out_features, in_features, rows.element_size())
+    compiled = _extension(rows, core_weight, residual_weight, biases)
+    if compiled is not None:
+        return compiled.blocked_forward(rows, list(counts), core_weight,
+                                        residual_weight, biases, block)
+    out = rows.new_empty(rows.shape[0], out_features)
     scratch = rows.new_empty(block * in_features)
     experts = [
         (e, x, y)
@@ -255,6 +269,14 @@ def _blocked_forward(rows, counts, core_weight, residual_weight, biases):
 def _blocked_backward(rows, grad_out, counts, core_weight, residual_weight,
                       grad_residual_weight, need_rows, need_core_weight):
     out_features, in_features = core_weight.shape
+    compiled = _extension(rows, grad_out, core_weight, residual_weight)
+    if compiled is not None and (grad_residual_weight is None
+                                 or grad_residual_weight.dtype == rows.dtype):
+        grad_rows, grad_core_weight = compiled.blocked_backward(
+            rows, grad_out, list(counts), core_weight, residual_weight,
+            grad_residual_weight, need_rows, need_core_weight,
+            _block_rows(out_features, in_features, rows.element_size()))
+        return grad_rows, grad_core_weight
     grad_rows = torch.empty_like(rows) if need_rows else None
     grad_core_weight = None
     if need_core_weight and grad_residual_weight is None:

@@ -84,3 +84,18 @@ def reference_rmoe_ffn(moe, x):
     out = torch.stack(rows).reshape(x.shape)
     return x + out, importance_cv2(probs)
 
+
+def set_extension(monkeypatch, use):
+    """Use the C++ blocked loop (skip the test if it cannot be built) or the
+    Python one, for the rest of the test."""
+    import pytest
+
+    from rmoe_mm.moe import ext
+    if not use:
+        monkeypatch.setattr(ext, 'get', lambda: None)
+        return
+    try:
+        compiled = ext.build()
+    except Exception as err:  # no compiler: the Python loop is used
+        pytest.skip(f'C++ expert loop not buildable here: {err}')
+    monkeypatch.setattr(ext, 'get', lambda: compiled)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from moe_reference import reference_rmoe_ffn
+from moe_reference import reference_rmoe_ffn, set_extension
 
 from rmoe_mm.moe import RMoEFFN, experts, set_core_requires_grad
 from rmoe_mm.moe.experts import (ExpertResiduals, ResidualLinear, choose_path,
@@ -60,13 +60,16 @@ def _spy_paths(monkeypatch):
 @pytest.mark.parametrize('residual_rank', [None, 3])
 @pytest.mark.parametrize('capacity_factor', [None, 0.8])
 @pytest.mark.parametrize('top_k', [1, 2])
-@pytest.mark.parametrize('tokens, path', [(6, 'batched'), (120, 'blocked')])
+@pytest.mark.parametrize('tokens, path, cpp', [(6, 'batched', False),
+                                               (120, 'blocked', False),
+                                               (120, 'blocked', True)])
 def test_default_paths_match_reference_with_frozen_core(
-        tokens, path, top_k, capacity_factor, residual_rank, monkeypatch):
+        tokens, path, cpp, top_k, capacity_factor, residual_rank, monkeypatch):
     """fp64, 1e-10: few rows per expert take the padded bmm, many rows the
-    blocked GEMMs (several blocks of 5 rows and a last one of 4 for H =
-    24); the gradient of every trainable parameter matches the reference
-    with the core frozen."""
+    blocked GEMMs (Python or C++ loop; several blocks of 5 rows and a last
+    one of 4 for H = 24); the gradient of every trainable parameter matches
+    the reference with the core frozen."""
+    set_extension(monkeypatch, cpp)
     monkeypatch.setattr(experts, 'CPU_BLOCK_BYTES', 5 * 16 * 8)
     taken = _spy_paths(monkeypatch)
     moe = make_moe(
@@ -94,9 +97,11 @@ def test_default_paths_match_reference_with_frozen_core(
         assert taken == []  # the low-rank op has one path
 
 
-@pytest.mark.parametrize('path', ['blocked', 'batched'])
-def test_fp32_matches_reference_to_1e5(path, monkeypatch):
+@pytest.mark.parametrize('path, cpp', [('blocked', False), ('blocked', True),
+                                       ('batched', False)])
+def test_fp32_matches_reference_to_1e5(path, cpp, monkeypatch):
     """Swin-like proportions in fp32 (tolerance 1e-5), top-2, capacity."""
+    set_extension(monkeypatch, cpp)
     monkeypatch.setattr(experts, 'CPU_BATCHED_MAX_ROWS',
                         -1 if path == 'blocked' else 10**9)
     monkeypatch.setattr(experts, 'CPU_BLOCK_BYTES', 16 * 32 * 4)
@@ -123,7 +128,10 @@ def _step(moe, x):
     moe(x).pow(2).sum().backward()
 
 
-def test_gradient_buffer_is_reused_and_never_leaks_between_steps():
+@pytest.mark.parametrize('cpp', [False, True])
+def test_gradient_buffer_is_reused_and_never_leaks_between_steps(
+        cpp, monkeypatch):
+    set_extension(monkeypatch, cpp)
     moe = make_moe(16, 24, num_experts=2).float()
     x1, x2 = torch.randn(2, 50, 16), torch.randn(2, 50, 16)
     fresh = copy.deepcopy(moe)
@@ -152,7 +160,9 @@ def test_gradient_buffer_is_reused_and_never_leaks_between_steps():
         moe.residual.fc1.weight.grad, first_values, rtol=0, atol=0)
 
 
-def test_gradients_accumulate_without_zero_grad():
+@pytest.mark.parametrize('cpp', [False, True])
+def test_gradients_accumulate_without_zero_grad(cpp, monkeypatch):
+    set_extension(monkeypatch, cpp)
     moe = make_moe(16, 24, num_experts=2).float()
     x1, x2 = torch.randn(2, 50, 16), torch.randn(2, 50, 16)
     parts = []
@@ -171,7 +181,9 @@ def test_gradients_accumulate_without_zero_grad():
             msg=name)
 
 
-def test_layers_do_not_share_gradient_buffers():
+@pytest.mark.parametrize('cpp', [False, True])
+def test_layers_do_not_share_gradient_buffers(cpp, monkeypatch):
+    set_extension(monkeypatch, cpp)
     first = make_moe(16, 24, num_experts=2).float()
     second = copy.deepcopy(first)
     with torch.no_grad():
@@ -324,17 +336,18 @@ def test_cuda_frozen_core_matches_reference(residual_rank, monkeypatch):
     many rows per expert, top-2, capacity, core frozen."""
     monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
     taken = _spy_paths(monkeypatch)
-    moe = make_moe(32, 64, top_k=2, capacity_factor=1.0,
-                   residual_rank=residual_rank).float().cuda()
+    moe = make_moe(
+        32, 64, top_k=2, capacity_factor=1.0,
+        residual_rank=residual_rank).float().cuda()
     set_core_requires_grad(moe, False)
     x = torch.randn(2, 60, 32, device='cuda')
     seed = torch.randn_like(x)
     grads = trainable_grads(moe, (moe(x) * seed).sum())
     expected_out, expected_aux = reference_rmoe_ffn(moe, x)
-    expected = trainable_grads(
-        moe, (expected_out * seed).sum() + 0.01 * expected_aux)
+    expected = trainable_grads(moe, (expected_out * seed).sum() +
+                               0.01 * expected_aux)
     torch.testing.assert_close(moe(x), expected_out, rtol=0, atol=1e-4)
     for name in grads:
-        torch.testing.assert_close(grads[name], expected[name], rtol=0,
-                                   atol=1e-4, msg=name)
+        torch.testing.assert_close(
+            grads[name], expected[name], rtol=0, atol=1e-4, msg=name)
     assert set(taken) <= {'batched'}

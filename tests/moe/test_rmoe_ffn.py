@@ -2,7 +2,7 @@
 import pytest
 import torch
 from mmcv.cnn.bricks.transformer import FFN
-from moe_reference import reference_rmoe_ffn
+from moe_reference import reference_rmoe_ffn, set_extension
 
 from rmoe_mm.moe import (RMoEFFN, experts, moe_param_groups,
                          set_core_requires_grad)
@@ -10,14 +10,17 @@ from rmoe_mm.moe import (RMoEFFN, experts, moe_param_groups,
 C, H, E = 6, 10, 4
 
 
-@pytest.fixture(params=['blocked', 'batched'])
+@pytest.fixture(params=['blocked', 'blocked_cpp', 'batched'])
 def expert_path(request, monkeypatch):
     """Run the test with every full-residual path, and check it was taken.
 
-    ``blocked`` gets 2-row blocks, so that every linear layer is split into
-    several blocks (and a last, smaller one: H = 10 is not a multiple of 4).
+    ``blocked`` (the Python loop) and ``blocked_cpp`` (the C++ extension,
+    skipped if it is not built) get 2-row blocks, so that every linear layer
+    is split into several blocks (and a last, smaller one: H = 10 is not a
+    multiple of 4).
     """
-    if request.param == 'blocked':
+    set_extension(monkeypatch, request.param == 'blocked_cpp')
+    if request.param.startswith('blocked'):
         monkeypatch.setattr(experts, 'CPU_BATCHED_MAX_ROWS', -1)
         monkeypatch.setattr(experts, 'CPU_BLOCK_BYTES', 2 * H * 8)
     else:
@@ -31,7 +34,7 @@ def expert_path(request, monkeypatch):
 
     monkeypatch.setattr(experts, 'choose_path', spy)
     yield request.param
-    assert set(taken) <= {request.param}
+    assert set(taken) <= {request.param.replace('_cpp', '')}
 
 
 def make_moe(**cfg):
