@@ -16,8 +16,10 @@ How each case is computed, and why (see docs/benchmarks.md for figures):
   ``W_core`` once and every ``R_e`` once, writes no ``[E, out, in]`` merged
   copy, and the backward pass computes each expert's weight gradient once,
   adding it to the core's gradient while the block is cache-resident.
-  A GEMM that packs a weight streamed from memory is slower than one that
-  packs a cache-resident block, so this beats even E independent weights.
+  A GEMM that packs a cache-resident block is as fast as one that packs E
+  independent weights; what remains is the add and the core-gradient sum.
+  The loop runs as a C++/OpenMP extension (:mod:`.ext`) when it is built,
+  else in Python; both compute the same.
 - Full residual, few rows per expert, or another device (``'batched'``): the
   rows are padded to ``[E, rows_max, in]`` and every expert runs in one
   ``bmm`` with the merged weights, a handful of kernels instead of several
