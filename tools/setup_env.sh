@@ -105,6 +105,7 @@ fi
 # ---- the C++ expert loop of rmoe_mm/moe/experts.py (optional: without it the
 # same loop runs in Python; RMOE_MM_EXT=off skips the build) ----
 if [ "${RMOE_MM_EXT:-auto}" != off ]; then
+  "$PY" -c "import ninja" 2>/dev/null || "${PIP[@]}" install ninja
   if ! (cd "$ROOT" && "$PY" -c "from rmoe_mm.moe import ext; ext.build()" >/dev/null 2>&1); then
     log "could not build the C++ expert loop (rmoe_mm/moe/csrc); the Python loop will be used"
   fi
