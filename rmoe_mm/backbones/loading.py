@@ -144,6 +144,8 @@ def load_rmoe_state_dict(model: nn.Module,
         CheckpointMismatchError: a shape differs, or the checkpoint is an RMoE
             checkpoint for other MoE blocks or settings.
     """
+    from rmoe_mm.moe.experts import remap_legacy_residual_keys
+    state_dict = remap_legacy_residual_keys(state_dict)
     model_state = model.state_dict()
     moe_keys = _model_moe_keys(model, model_state)
     try:

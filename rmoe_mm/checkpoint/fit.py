@@ -193,8 +193,13 @@ def check_backbone_state_dict(backbone: nn.Module,
     where = f'the backbone {name}' + (f' (keys {prefix}*)' if prefix else '')
     fit = Fit(where)
     own = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
-    incoming = {k[len(prefix):]: v for k, v in state_dict.items()
-                if isinstance(k, str) and k.startswith(prefix)}
+    from rmoe_mm.moe.experts import remap_legacy_residual_keys
+
+    # Residual keys of rmoe_mm <= 0.1 are renamed by the layer's own load
+    # hook; compare in today's names.
+    incoming = remap_legacy_residual_keys(
+        {k[len(prefix):]: v for k, v in state_dict.items()
+         if isinstance(k, str) and k.startswith(prefix)})
     if not incoming:
         family = backbone_family(state_dict)
         what = f'a {family} backbone checkpoint' if family else \

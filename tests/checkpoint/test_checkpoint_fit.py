@@ -159,7 +159,7 @@ def test_dense_into_rmoe_loads_and_is_reported(tmp_path, warnings_logged):
     dense = randomised(MMSegSwin(**SWIN))
     path = save_whole(dense, tmp_path / 'dense.pth')
     model = Segmentor(swin())
-    residual = model.backbone.stages[2].blocks[1].ffn.residual.fc1_weight
+    residual = model.backbone.stages[2].blocks[1].ffn.residual.fc1.weight
     residual_before = residual.clone()
     load_checkpoint(model, path, map_location='cpu')
     torch.testing.assert_close(
