@@ -221,7 +221,47 @@ def contingency(expert_ids: Tensor, class_ids: Tensor, num_experts: int,
     return counts if out is None else out.add_(counts)
 
 
-def shares(counts: Sequence[float]) -> Sequence[float]:
-    """``counts`` as fractions of their sum."""
-    total = float(sum(counts))
-    return [c / total if total else 0. for c in counts]
+def ground_truth_map(sample, library: str, input_hw: Tuple[int, int],
+                     num_classes: int, ignore_index: int = 255) -> Tensor:
+    """The class of every input pixel ``[H, W]`` (-1: no label), aligned with
+    the input the backbone saw (image at the top left, padding unlabelled).
+
+    - mmseg: the sample's ``gt_sem_seg``; ``ignore_index`` and ids outside
+      ``[0, num_classes)`` become -1.
+    - mmdet: the class of the instance mask covering the pixel (boxes when
+      the sample has no masks), ``num_classes`` (background) elsewhere.
+
+    Annotations at another size than ``img_shape`` (mmseg's and mmdet's test
+    pipelines load them after the resize, at the original size) are resized
+    to it, nearest neighbour; boxes are taken in ``ori_shape`` coordinates.
+    """
+    img_hw = tuple(sample.metainfo['img_shape'][:2])
+    if library == 'mmseg':
+        labels = sample.gt_sem_seg.data[0].long().cpu()
+        labels[(labels == ignore_index) | (labels < 0) |
+               (labels >= num_classes)] = -1
+    elif library == 'mmdet':
+        instances = sample.gt_instances
+        classes = instances.labels.cpu()
+        masks = getattr(instances, 'masks', None)
+        if masks is not None:
+            if hasattr(masks, 'to_ndarray'):  # BitmapMasks / PolygonMasks
+                array = torch.from_numpy(masks.to_ndarray())
+            else:
+                array = torch.as_tensor(masks)
+            shape = tuple(array.shape[-2:]) if array.dim() == 3 else tuple(
+                sample.metainfo['ori_shape'][:2])
+            labels = instance_class_map(array, classes, shape, num_classes)
+        else:
+            shape = tuple(sample.metainfo['ori_shape'][:2])
+            boxes = torch.zeros((len(classes), ) + shape, dtype=torch.bool)
+            bboxes = instances.bboxes
+            bboxes = getattr(bboxes, 'tensor', bboxes).cpu()
+            for index, (x1, y1, x2, y2) in enumerate(bboxes.round().long()):
+                boxes[index, y1:y2, x1:x2] = True
+            labels = instance_class_map(boxes, classes, shape, num_classes)
+    else:
+        raise ValueError(f"library must be 'mmseg' or 'mmdet', got "
+                         f'{library!r}')
+    labels = resize_labels(labels, img_hw)
+    return pad_labels(labels, tuple(input_hw), -1)

@@ -133,7 +133,8 @@ def measure_splitting(model: nn.Module,
             with torch.enable_grad():
                 loss = _loss_with_input_grad(model, batch)
                 loss.backward()
-            _progress(tag, step + 1, len(batches), start, float(loss))
+            _progress(tag, step + 1, len(batches), start,
+                      float(loss.detach()))
     scores = []
     for site_probe in probe.probes:
         site = site_probe.site
