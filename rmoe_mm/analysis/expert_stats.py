@@ -8,7 +8,7 @@ pictures of ``tools/analysis/expert_analysis.py``.
 - the ground-truth class of every patch token.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -87,8 +87,11 @@ def pca(points: Tensor,
     variance = singular.pow(2)
     total = variance.sum()
     k = min(num_components, vh.shape[0])
-    components = torch.zeros(num_components, points.shape[1],
-                             dtype=points.dtype, device=points.device)
+    components = torch.zeros(
+        num_components,
+        points.shape[1],
+        dtype=points.dtype,
+        device=points.device)
     explained = torch.zeros(num_components, dtype=points.dtype)
     components[:k] = vh[:k]
     if total > 0:
@@ -197,8 +200,7 @@ def resize_labels(label_map: Tensor, size: Tuple[int, int]) -> Tensor:
     return resized[0, 0].to(label_map.dtype)
 
 
-def pad_labels(label_map: Tensor, size: Tuple[int, int],
-               fill: int) -> Tensor:
+def pad_labels(label_map: Tensor, size: Tuple[int, int], fill: int) -> Tensor:
     """``label_map`` at the top-left of a ``size`` map filled with ``fill``
     (the padding data preprocessors add at the bottom and right)."""
     out = torch.full(size, fill, dtype=label_map.dtype)
@@ -208,7 +210,9 @@ def pad_labels(label_map: Tensor, size: Tuple[int, int],
     return out
 
 
-def contingency(expert_ids: Tensor, class_ids: Tensor, num_experts: int,
+def contingency(expert_ids: Tensor,
+                class_ids: Tensor,
+                num_experts: int,
                 num_classes: int,
                 out: Optional[Tensor] = None) -> Tensor:
     """Counts ``[E, K]`` of (expert, class) pairs; pairs with a class < 0
@@ -221,8 +225,11 @@ def contingency(expert_ids: Tensor, class_ids: Tensor, num_experts: int,
     return counts if out is None else out.add_(counts)
 
 
-def ground_truth_map(sample, library: str, input_hw: Tuple[int, int],
-                     num_classes: int, ignore_index: int = 255) -> Tensor:
+def ground_truth_map(sample,
+                     library: str,
+                     input_hw: Tuple[int, int],
+                     num_classes: int,
+                     ignore_index: int = 255) -> Tensor:
     """The class of every input pixel ``[H, W]`` (-1: no label), aligned with
     the input the backbone saw (image at the top left, padding unlabelled).
 

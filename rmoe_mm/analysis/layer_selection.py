@@ -40,8 +40,7 @@ class FFNScore:
               estimator: str = 'split-half',
               normalisation: str = 'energy') -> float:
         """See :func:`~.splitting.layer_score`."""
-        return layer_score(
-            list(self.gains[estimator].values()), normalisation)
+        return layer_score(list(self.gains[estimator].values()), normalisation)
 
     def to_dict(self) -> dict:
         out = dict(
@@ -60,7 +59,8 @@ class FFNScore:
                     for norm in NORMALISATIONS
                 },
                 **{
-                    fc: dict(
+                    fc:
+                    dict(
                         shared=gain.shared,
                         between=gain.between,
                         energy=gain.energy,
@@ -133,8 +133,7 @@ def measure_splitting(model: nn.Module,
             with torch.enable_grad():
                 loss = _loss_with_input_grad(model, batch)
                 loss.backward()
-            _progress(tag, step + 1, len(batches), start,
-                      float(loss.detach()))
+            _progress(tag, step + 1, len(batches), start, float(loss.detach()))
     scores = []
     for site_probe in probe.probes:
         site = site_probe.site

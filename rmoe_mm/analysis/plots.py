@@ -35,8 +35,9 @@ def _save(fig, path: str) -> None:
     plt.close(fig)
     buffer.seek(0)
     image = Image.open(buffer).convert('RGB')
-    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
-        path, optimize=True)
+    image.quantize(
+        colors=256, method=Image.Quantize.MEDIANCUT).save(
+            path, optimize=True)
 
 
 def plot_splitting_scores(labels: Sequence[str],
@@ -66,8 +67,12 @@ def plot_splitting_scores(labels: Sequence[str],
         if label in current_moe:
             bar.set_hatch('//')
     if plain is not None:
-        ax.plot(x, np.asarray(plain, dtype=float), 'k.', ms=5,
-                label='plain estimate (noise-biased)')
+        ax.plot(
+            x,
+            np.asarray(plain, dtype=float),
+            'k.',
+            ms=5,
+            label='plain estimate (noise-biased)')
     ax.axhline(0, color='grey', lw=0.6)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=90, fontsize=7)
@@ -88,7 +93,8 @@ def plot_splitting_scores(labels: Sequence[str],
     _save(fig, path)
 
 
-def _blend(image: np.ndarray, colours: np.ndarray,
+def _blend(image: np.ndarray,
+           colours: np.ndarray,
            alpha: float = 0.55) -> np.ndarray:
     return (1 - alpha) * image / 255. + alpha * colours
 
@@ -116,7 +122,9 @@ def plot_expert_maps(images: List[Dict],
     """
     columns = 2 + len(layer_labels)
     fig, axes = plt.subplots(
-        len(images), columns, figsize=(1.5 * columns, 1.5 * len(images) + .5),
+        len(images),
+        columns,
+        figsize=(1.5 * columns, 1.5 * len(images) + .5),
         squeeze=False)
     num_classes = len(class_names)
     if class_colours is None:
@@ -146,8 +154,13 @@ def plot_expert_maps(images: List[Dict],
         Patch(color=c, label=f'expert {i}')
         for i, c in enumerate(expert_colours(most))
     ]
-    fig.legend(handles=handles, loc='lower center', ncol=min(most, 8),
-               fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.01))
+    fig.legend(
+        handles=handles,
+        loc='lower center',
+        ncol=min(most, 8),
+        fontsize=7,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.01))
     fig.tight_layout(rect=(0, 0.05, 1, 1), pad=0.3)
     _save(fig, path)
 
@@ -165,10 +178,10 @@ def plot_expert_load(loads: Dict[str, Sequence[int]],
         counts = np.asarray(loads[layer], dtype=float)
         total = counts.sum()
         share = counts / total if total else counts
-        ax.bar(np.arange(len(counts)), share,
-               color=expert_colours(len(counts)))
-        ax.axhline(1. / len(counts), color='black', ls='--', lw=1,
-                   label='uniform')
+        ax.bar(
+            np.arange(len(counts)), share, color=expert_colours(len(counts)))
+        ax.axhline(
+            1. / len(counts), color='black', ls='--', lw=1, label='uniform')
         name = layer
         if dropped.get(layer):
             name += f'\n{dropped[layer]} dropped ' \
@@ -197,14 +210,20 @@ def plot_specialisation(mutual_information: Dict[str, float],
     layers = list(mutual_information)
     present = np.nonzero(joint.sum(0) > 0)[0]
     fig, (left, right) = plt.subplots(
-        1, 2, figsize=(3. + 0.35 * max(len(present), 4), 3.),
+        1,
+        2,
+        figsize=(3. + 0.35 * max(len(present), 4), 3.),
         gridspec_kw=dict(width_ratios=[1, 1.6]))
-    bars = left.bar(np.arange(len(layers)),
-                    [mutual_information[k] for k in layers], color='tab:blue')
+    bars = left.bar(
+        np.arange(len(layers)), [mutual_information[k] for k in layers],
+        color='tab:blue')
     for bar, layer in zip(bars, layers):
-        left.annotate(f'{normalised[layer]:.2f}',
-                      (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                      ha='center', va='bottom', fontsize=7)
+        left.annotate(
+            f'{normalised[layer]:.2f}',
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha='center',
+            va='bottom',
+            fontsize=7)
     left.set_xticks(np.arange(len(layers)))
     left.set_xticklabels(layers, rotation=90, fontsize=7)
     left.set_ylabel('I(expert; class) [bits]', fontsize=8)
@@ -213,13 +232,14 @@ def plot_specialisation(mutual_information: Dict[str, float],
     probs = joint[:, present] / max(joint.sum(), 1)
     image = right.imshow(probs, aspect='auto', cmap='viridis')
     right.set_xticks(np.arange(len(present)))
-    right.set_xticklabels([class_names[i] for i in present], rotation=90,
+    right.set_xticklabels([class_names[i] for i in present],
+                          rotation=90,
                           fontsize=7)
     right.set_yticks(np.arange(joint.shape[0]))
     right.set_yticklabels([f'expert {i}' for i in range(joint.shape[0])],
                           fontsize=7)
-    right.set_title(f'p(expert, class)\nmost specialised: {joint_layer}',
-                    fontsize=8)
+    right.set_title(
+        f'p(expert, class)\nmost specialised: {joint_layer}', fontsize=8)
     colorbar = fig.colorbar(image, ax=right, fraction=0.05)
     colorbar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
@@ -227,7 +247,8 @@ def plot_specialisation(mutual_information: Dict[str, float],
     _save(fig, path)
 
 
-def plot_weight_geometry(geometry: Dict[str, Dict], path: str,
+def plot_weight_geometry(geometry: Dict[str, Dict],
+                         path: str,
                          title: str = '') -> None:
     """Per MoE layer: PCA of the experts' weights with the core marked, and
     ``||residual_i|| / ||core||`` per expert, both in % of ``||core||``."""
@@ -239,14 +260,21 @@ def plot_weight_geometry(geometry: Dict[str, Dict], path: str,
         ax = fig.add_subplot(grid[0, col])
         xy = 100 * np.asarray(geo['expert_xy'])
         core = 100 * np.asarray(geo['core_xy'])
-        ax.scatter(xy[:, 0], xy[:, 1], c=expert_colours(len(xy)), s=28,
-                   zorder=3)
+        ax.scatter(
+            xy[:, 0], xy[:, 1], c=expert_colours(len(xy)), s=28, zorder=3)
         ax.scatter(*core, marker='*', c='black', s=110, zorder=4)
-        ax.annotate('core', core, fontsize=7, xytext=(4, -9),
-                    textcoords='offset points')
+        ax.annotate(
+            'core',
+            core,
+            fontsize=7,
+            xytext=(4, -9),
+            textcoords='offset points')
         for i, (px, py) in enumerate(xy):
-            ax.annotate(str(i), (px, py), fontsize=6, xytext=(2, 2),
-                        textcoords='offset points')
+            ax.annotate(
+                str(i), (px, py),
+                fontsize=6,
+                xytext=(2, 2),
+                textcoords='offset points')
         explained = geo['explained']
         ax.set_xlabel(f'PC1 ({100 * explained[0]:.0f}% var.)', fontsize=7)
         ax.set_ylabel(f'PC2 ({100 * explained[1]:.0f}% var.)', fontsize=7)
@@ -257,16 +285,25 @@ def plot_weight_geometry(geometry: Dict[str, Dict], path: str,
     width = 0.8 / max(len(layers), 1)
     for col, layer in enumerate(layers):
         ratio = 100 * np.asarray(geometry[layer]['residual_ratio'])
-        ax.bar(np.arange(len(ratio)) + col * width, ratio, width=width,
-               label=layer)
+        ax.bar(
+            np.arange(len(ratio)) + col * width,
+            ratio,
+            width=width,
+            label=layer)
     ax.set_xticks(np.arange(len(ratio)) + 0.4 - width / 2)
     ax.set_xticklabels([str(i) for i in range(len(ratio))])
     ax.set_xlabel('expert', fontsize=8)
     ax.set_ylabel('||residual|| / ||core|| [%]', fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, ncol=min(len(layers), 6), frameon=False,
-              loc='lower center', bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(f'{title}\nexpert weights (core + residual): PCA, in % of '
-                 '||core||', fontsize=9)
+    ax.legend(
+        fontsize=7,
+        ncol=min(len(layers), 6),
+        frameon=False,
+        loc='lower center',
+        bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(
+        f'{title}\nexpert weights (core + residual): PCA, in % of '
+        '||core||',
+        fontsize=9)
     fig.tight_layout()
     _save(fig, path)

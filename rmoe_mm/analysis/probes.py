@@ -101,7 +101,8 @@ class _SiteProbe:
     def sums(self, half: int) -> Dict[str, GroupedGradientSums]:
         while len(self.halves) <= half:
             self.halves.append({
-                fc: GroupedGradientSums(
+                fc:
+                GroupedGradientSums(
                     self.num_groups,
                     *core_linear(self.site.ffn, fc).weight.shape,
                     device=core_linear(self.site.ffn, fc).weight.device,
@@ -164,13 +165,12 @@ class SplittingProbe:
                 probe.group_fn = (
                     lambda rows, expert_ids, site=site: grouping(site, rows))
             elif grouping == 'router' and not site.is_moe:
-                router = seeded_router(site.ffn.embed_dims, num_experts,
-                                       router_type, seed + index,
-                                       core_linear(site.ffn,
-                                                   'fc1').weight.device)
-                probe.group_fn = (
-                    lambda rows, expert_ids, router=router: router.logits(
-                        rows).argmax(1))
+                router = seeded_router(
+                    site.ffn.embed_dims, num_experts, router_type,
+                    seed + index,
+                    core_linear(site.ffn, 'fc1').weight.device)
+                probe.group_fn = (lambda rows, expert_ids, router=router:
+                                  router.logits(rows).argmax(1))
             elif grouping == 'router':
                 probe.group_fn = lambda rows, expert_ids: expert_ids
             self.probes.append(probe)
@@ -186,10 +186,10 @@ class SplittingProbe:
                     f'no inputs of {probe.site.name} were collected for '
                     'k-means: run forward passes with collecting_samples on')
             points = torch.cat(probe.samples)[:max_points]
-            centroids = kmeans(points, probe.num_groups, seed=self.seed + index)
-            probe.group_fn = (
-                lambda rows, expert_ids, centroids=centroids:
-                nearest_centroid(rows, centroids))
+            centroids = kmeans(
+                points, probe.num_groups, seed=self.seed + index)
+            probe.group_fn = (lambda rows, expert_ids, centroids=centroids:
+                              nearest_centroid(rows, centroids))
             probe.samples = []
 
     # ------------------------------------------------------------ hooks
@@ -199,8 +199,9 @@ class SplittingProbe:
         if fc == 'fc1':
             if self.collecting_samples:
                 gen = torch.Generator().manual_seed(len(probe.samples))
-                take = torch.randperm(rows.shape[0], generator=gen)[
-                    :self.samples_per_call].to(rows.device)
+                take = torch.randperm(
+                    rows.shape[0],
+                    generator=gen)[:self.samples_per_call].to(rows.device)
                 probe.samples.append(rows[take].float())
                 return
             if probe.group_fn is None:

@@ -313,7 +313,8 @@ def nearest_centroid(points: Tensor, centroids: Tensor) -> Tensor:
 Block = Tuple[int, int]
 
 
-def top_blocks(scores: Dict[Block, float], num: int,
+def top_blocks(scores: Dict[Block, float],
+               num: int,
                lowest: bool = False) -> List[Block]:
     """The ``num`` (stage, block) with the highest scores (NaN last), or the
     lowest ones with ``lowest=True``; ties keep block order."""

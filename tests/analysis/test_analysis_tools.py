@@ -25,8 +25,10 @@ def load_tool(name):
 
 
 def options_for(data_root, coco=False):
-    options = [f'{split}_dataloader.dataset.data_root={data_root}'
-               for split in ('train', 'val', 'test')]
+    options = [
+        f'{split}_dataloader.dataset.data_root={data_root}'
+        for split in ('train', 'val', 'test')
+    ]
     if coco:
         ann = Path(data_root) / 'annotations' / 'instances_val2017.json'
         options.append(f'val_evaluator.ann_file={ann}')
@@ -36,25 +38,24 @@ def options_for(data_root, coco=False):
 def make_checkpoint(config, options, path):
     """A whole-model checkpoint of ``config`` as tools/train.py saves it."""
     cfg = load_analysis_config(
-        str(REPO_ROOT / config),
-        dict(o.split('=', 1) for o in options))
+        str(REPO_ROOT / config), dict(o.split('=', 1) for o in options))
     torch.manual_seed(0)
     model = build_model(cfg)
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
     return str(path)
 
 
-def test_select_moe_layers_on_a_dense_toy_checkpoint(tmp_path,
-                                                     toy_ade20k_root, capsys):
+def test_select_moe_layers_on_a_dense_toy_checkpoint(tmp_path, toy_ade20k_root,
+                                                     capsys):
     config = 'configs/toy/rmoe_swin_upernet_toy_ade20k.py'
     options = options_for(toy_ade20k_root)
     dense = make_checkpoint('configs/toy/swin_upernet_toy_ade20k.py', options,
                             tmp_path / 'dense.pth')
     out = tmp_path / 'select' / 'scores.json'
     result = load_tool('select_moe_layers').main([
-        str(REPO_ROOT / config), dense, '--batches', '2', '--batch-size',
-        '2', '--num-layers', '3', '--num-experts', '4', '--device', 'cpu',
-        '--out', str(out), '--cfg-options', *options
+        str(REPO_ROOT / config), dense, '--batches', '2', '--batch-size', '2',
+        '--num-layers', '3', '--num-experts', '4', '--device', 'cpu', '--out',
+        str(out), '--cfg-options', *options
     ])
     saved = json.loads(out.read_text())
     assert saved['moe_blocks'] == result['moe_blocks']

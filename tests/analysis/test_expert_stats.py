@@ -24,15 +24,16 @@ def test_mutual_information_of_a_small_table_by_hand():
     assert mutual_information(joint) == pytest.approx(expected, abs=1e-12)
     assert mutual_information(joint) == pytest.approx(0.3112781, abs=1e-7)
     # I = H(row) + H(col) - H(row, col)
-    by_entropies = (entropy_bits(torch.tensor([.5, .5])) +
-                    entropy_bits(torch.tensor([.75, .25])) -
-                    entropy_bits(torch.tensor([.5, .25, .25])))
+    by_entropies = (
+        entropy_bits(torch.tensor([.5, .5])) +
+        entropy_bits(torch.tensor([.75, .25])) -
+        entropy_bits(torch.tensor([.5, .25, .25])))
     assert mutual_information(joint) == pytest.approx(by_entropies, abs=1e-12)
 
 
 def test_mutual_information_zero_for_independent_ids_and_full_when_equal():
-    independent = torch.outer(torch.tensor([1., 2., 5.]),
-                              torch.tensor([3., 1., 1., 4.]))
+    independent = torch.outer(
+        torch.tensor([1., 2., 5.]), torch.tensor([3., 1., 1., 4.]))
     assert mutual_information(independent) == pytest.approx(0, abs=1e-12)
     assert mutual_information(torch.zeros(3, 3)) == 0
     identity = torch.eye(4) * 10  # expert id = class: I = H = 2 bits
@@ -57,11 +58,11 @@ def test_contingency_counts_pairs_and_skips_unlabelled_patches():
 
 def test_patch_labels_take_the_majority_of_each_footprint():
     labels = torch.full((4, 6), -1)
-    labels[:2, :3] = 1           # token (0, 0): all class 1
-    labels[0, 3:] = 2            # token (0, 1): 3 x class 2, 3 x class 0
+    labels[:2, :3] = 1  # token (0, 0): all class 1
+    labels[0, 3:] = 2  # token (0, 1): 3 x class 2, 3 x class 0
     labels[1, 3:] = 0
-    labels[2:, :3] = 255         # token (1, 0): ignored only -> -1
-    labels[2:, 3:] = 4           # token (1, 1): class 4
+    labels[2:, :3] = 255  # token (1, 0): ignored only -> -1
+    labels[2:, 3:] = 4  # token (1, 1): class 4
     labels[3, 5] = 5
     grid = patch_labels(labels, (2, 2), num_classes=6)
     assert grid.tolist() == [[1, 0], [-1, 4]]  # tie 2 vs 0 -> lower id
@@ -69,12 +70,11 @@ def test_patch_labels_take_the_majority_of_each_footprint():
 
 def test_instance_class_map_puts_small_instances_on_top():
     masks = torch.zeros(2, 4, 4, dtype=torch.bool)
-    masks[0] = True              # a big instance of class 2 everywhere
-    masks[1, 1:3, 1:3] = True    # a small one of class 0 inside it
+    masks[0] = True  # a big instance of class 2 everywhere
+    masks[1, 1:3, 1:3] = True  # a small one of class 0 inside it
     class_map = instance_class_map(masks, torch.tensor([2, 0]), (4, 4), 6)
     assert class_map[0, 0] == 2 and class_map[1, 1] == 0
-    empty = instance_class_map(torch.zeros(0, 4, 4), torch.zeros(0), (4, 4),
-                               6)
+    empty = instance_class_map(torch.zeros(0, 4, 4), torch.zeros(0), (4, 4), 6)
     assert (empty == 6).all()
 
 
@@ -84,8 +84,7 @@ def test_pca_of_points_on_a_line():
                           dtype=torch.float64)[:, None] * direction + 7
     mean, components, explained = pca(points, 2)
     torch.testing.assert_close(mean, torch.full((3, ), 7.).double())
-    assert abs(float(components[0] @ direction)) == pytest.approx(
-        1, abs=1e-10)
+    assert abs(float(components[0] @ direction)) == pytest.approx(1, abs=1e-10)
     assert explained.tolist() == pytest.approx([1., 0.], abs=1e-10)
 
 
@@ -105,8 +104,8 @@ def test_weight_geometry_of_experts_around_their_core():
     norm = float(core.norm())
     assert geometry['core_norm'] == pytest.approx(norm, rel=1e-6)
     expected_ratio = [float(v1.norm()) / norm, 0., float(v1.norm()) / norm]
-    assert geometry['residual_ratio'] == pytest.approx(expected_ratio,
-                                                       abs=1e-7)
+    assert geometry['residual_ratio'] == pytest.approx(
+        expected_ratio, abs=1e-7)
     # the core is the middle expert: the centre of the three points
     assert geometry['core_xy'] == pytest.approx([0., 0.], abs=1e-7)
     assert geometry['explained'][0] == pytest.approx(1., abs=1e-9)

@@ -12,8 +12,8 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from rmoe_mm.analysis.moe_access import core_linear, residual_bias, \
-    residual_weight
+from rmoe_mm.analysis.moe_access import (core_linear, residual_bias,
+                                         residual_weight)
 from rmoe_mm.analysis.probes import (SplittingProbe, backbone_ffns,
                                      seeded_router)
 from rmoe_mm.analysis.splitting import (GroupedGradientSums, kmeans,
@@ -57,7 +57,10 @@ def parity_groups(site, rows):
     return torch.arange(rows.shape[0], device=rows.device) % 2
 
 
-def run_probe(backbone, loss_fn, grouping=parity_groups, num_experts=2,
+def run_probe(backbone,
+              loss_fn,
+              grouping=parity_groups,
+              num_experts=2,
               batches=2):
     """Backward ``loss_fn(backbone)`` once per batch inside a probe."""
     sites = backbone_ffns(backbone)
@@ -77,8 +80,8 @@ def gains(probe, index, estimator='plain'):
         if estimator == 'split-half':
             out[fc] = split_half_gain(a, b)
         else:
-            both = GroupedGradientSums(a.num_groups, *a.sums.shape[1:],
-                                       dtype=torch.float64)
+            both = GroupedGradientSums(
+                a.num_groups, *a.sums.shape[1:], dtype=torch.float64)
             both.sums, both.counts = a.sums + b.sums, a.counts + b.counts
             both.sq_norms = a.sq_norms + b.sq_norms
             out[fc] = splitting_gain(both)
@@ -138,8 +141,7 @@ def test_layers_ranked_by_how_much_their_groups_disagree():
     _, probe = run_probe(backbone,
                          signed_loss([(1., alpha) for alpha in alphas]))
     scores = {}
-    for index, (stage, block) in enumerate([(0, 0), (0, 1), (1, 0),
-                                            (1, 1)]):
+    for index, (stage, block) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         scores[stage, block] = layer_score(list(gains(probe, index).values()))
         assert scores[stage, block] == pytest.approx(
             closed_form(alphas[index]), abs=1e-12)
@@ -218,8 +220,7 @@ def test_split_half_removes_the_noise_of_random_groups():
         x = torch.randn(400, 6, generator=gen, dtype=torch.float64) + 1
         delta = torch.randn(400, 5, generator=gen, dtype=torch.float64) + 1
         halves.append(
-            random_sums(x, delta, torch.randint(8, (400, ), generator=gen),
-                        8))
+            random_sums(x, delta, torch.randint(8, (400, ), generator=gen), 8))
     plain = GroupedGradientSums(8, 5, 6, dtype=torch.float64)
     plain.sums = halves[0].sums + halves[1].sums
     plain.counts = halves[0].counts + halves[1].counts
@@ -248,8 +249,8 @@ def naive_group_means(ffn, x, groups, num_groups, fc):
 def weight_param(ffn, fc, expert):
     if isinstance(ffn, RMoEFFN):
         return ffn.residual.get_parameter(f'{fc}_weight') if hasattr(
-            ffn.residual, f'{fc}_weight') else ffn.residual.get_submodule(
-                fc).weight
+            ffn.residual,
+            f'{fc}_weight') else ffn.residual.get_submodule(fc).weight
     return core_linear(ffn, fc).weight
 
 
@@ -261,7 +262,11 @@ def out_of(ffn, x):
 def rmoe_ffn():
     torch.manual_seed(0)
     return RMoEFFN(
-        C, H, act_cfg=dict(type='GELU'), num_experts=3, residual_std=0.1,
+        C,
+        H,
+        act_cfg=dict(type='GELU'),
+        num_experts=3,
+        residual_std=0.1,
         add_identity=False).double().eval()
 
 
@@ -272,8 +277,8 @@ def test_group_means_equal_naive_per_token_loop(kind):
     x = torch.randn(24, C, dtype=torch.float64)
     weights = torch.arange(1., C + 1).double()
     sites = backbone_ffns(backbone)
-    probe = SplittingProbe(sites, 'router', num_experts=3, seed=5,
-                           dtype=torch.float64)
+    probe = SplittingProbe(
+        sites, 'router', num_experts=3, seed=5, dtype=torch.float64)
     with probe:
         (out_of(ffn, x) * weights).sum(1).mean().backward()
     if kind == 'dense':
@@ -371,8 +376,8 @@ def test_plain_gain_matches_definition():
     per_token = 30 * torch.einsum('no,ni->noi', delta, x)
     mean = per_token.mean(0)
     between = sum(
-        float((groups == c).sum()) / 30 * (per_token[groups == c].mean(0) -
-                                    mean).pow(2).sum() for c in range(3))
+        float((groups == c).sum()) / 30 *
+        (per_token[groups == c].mean(0) - mean).pow(2).sum() for c in range(3))
     assert gain.shared == pytest.approx(float(mean.pow(2).sum()), rel=1e-12)
     assert gain.between == pytest.approx(float(between), rel=1e-12)
     assert not math.isnan(gain.relative)

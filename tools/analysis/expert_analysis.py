@@ -33,7 +33,7 @@ import torch
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
+import rmoe_mm  # noqa: F401  registers modules, checkpoint allow-list
 from rmoe_mm.analysis.expert_stats import (contingency, ground_truth_map,
                                            patch_labels, specialisation,
                                            weight_geometry)
@@ -49,15 +49,21 @@ def parse_args(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument(
-        '--images', nargs='+', default=['0', '1', '2', '3'],
+        '--images',
+        nargs='+',
+        default=['0', '1', '2', '3'],
         help='images of the expert maps: dataset indices or file names')
-    parser.add_argument('--max-images', type=int,
-                        help='statistics over the first N images only')
+    parser.add_argument(
+        '--max-images',
+        type=int,
+        help='statistics over the first N images only')
     parser.add_argument('--out', help='output directory')
     parser.add_argument('--split', choices=['val', 'test'], default='val')
     parser.add_argument('--device', default=default_device())
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, key=value pairs (mmengine DictAction)')
     return parser.parse_args(argv)
 
@@ -75,8 +81,8 @@ def class_names(cfg, dataset):
 def class_colours(cfg, dataset, num_names):
     palette = dataset.metainfo.get('palette')
     colours = np.zeros((num_names, 3))
-    if palette is not None and len(palette) >= num_names - (
-            cfg.default_scope == 'mmdet'):
+    if palette is not None and len(palette) >= num_names - (cfg.default_scope
+                                                            == 'mmdet'):
         colours[:len(palette[:num_names])] = np.asarray(
             palette[:num_names], dtype=float) / 255.
     else:
@@ -92,8 +98,8 @@ def display_image(raw: torch.Tensor, input_hw) -> np.ndarray:
     ``[H, W, 3]`` uint8, padded to the backbone input like the labels."""
     image = raw.permute(1, 2, 0).flip(-1).cpu().numpy().astype(np.uint8)
     out = np.zeros(tuple(input_hw) + (3, ), dtype=np.uint8)
-    height, width = min(image.shape[0], out.shape[0]), min(
-        image.shape[1], out.shape[1])
+    height, width = min(image.shape[0],
+                        out.shape[0]), min(image.shape[1], out.shape[1])
     out[:height, :width] = image[:height, :width]
     return out
 
@@ -125,7 +131,9 @@ def main(argv=None):
     cfg = load_analysis_config(args.config, args.cfg_options)
     library = cfg.default_scope
     model = load_model(
-        cfg, args.checkpoint, args.device,
+        cfg,
+        args.checkpoint,
+        args.device,
         dense_twin_for_dense_checkpoint=False)
     sites = backbone_ffns(model.backbone)
     moe_sites = [site for site in sites if site.is_moe]
@@ -141,8 +149,8 @@ def main(argv=None):
     labels = [site.label for site in moe_sites]
     experts = {site.label: site.ffn.num_experts for site in moe_sites}
     joint = {
-        site.label: torch.zeros(site.ffn.num_experts, num_classes,
-                                dtype=torch.long)
+        site.label:
+        torch.zeros(site.ffn.num_experts, num_classes, dtype=torch.long)
         for site in moe_sites
     }
     load = {site.label: np.zeros(site.ffn.num_experts) for site in moe_sites}
@@ -177,16 +185,19 @@ def main(argv=None):
                     grid = maps[site.name][i]
                     classes = patch_labels(truth, tuple(grid.shape),
                                            num_classes)
-                    contingency(grid, classes, site.ffn.num_experts,
-                                num_classes, out=joint[site.label])
+                    contingency(
+                        grid,
+                        classes,
+                        site.ffn.num_experts,
+                        num_classes,
+                        out=joint[site.label])
                     patches[site.label] = grid.cpu().numpy()
                 if index in wanted:
                     drawn.append(
                         dict(
                             index=index,
                             name=osp.basename(sample.metainfo['img_path']),
-                            image=display_image(batch['inputs'][i],
-                                                input_hw),
+                            image=display_image(batch['inputs'][i], input_hw),
                             labels=truth.numpy(),
                             experts=patches))
             seen += len(data['data_samples'])
@@ -209,14 +220,20 @@ def main(argv=None):
     drawn.sort(key=lambda item: item['index'])
     plot_expert_maps(drawn, labels, experts, names, files['expert_maps'],
                      class_colours(cfg, dataset, num_classes))
-    plot_expert_load({k: v.tolist() for k, v in load.items()}, dropped,
-                     files['expert_load'], title)
+    plot_expert_load({
+        k: v.tolist()
+        for k, v in load.items()
+    }, dropped, files['expert_load'], title)
     special = {label: specialisation(joint[label]) for label in labels}
     best = max(labels, key=lambda k: special[k]['mutual_information'])
     plot_specialisation(
-        {k: v['mutual_information'] for k, v in special.items()},
-        {k: v['normalised'] for k, v in special.items()},
-        joint[best].numpy(), best, names, files['specialisation'], title)
+        {
+            k: v['mutual_information']
+            for k, v in special.items()
+        }, {
+            k: v['normalised']
+            for k, v in special.items()
+        }, joint[best].numpy(), best, names, files['specialisation'], title)
     geometry = {site.label: weight_geometry(site.ffn) for site in moe_sites}
     plot_weight_geometry(geometry, files['weight_geometry'], title)
 

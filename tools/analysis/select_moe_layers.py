@@ -25,7 +25,7 @@ import time
 
 from mmengine.config import DictAction
 
-import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
+import rmoe_mm  # noqa: F401  registers modules, checkpoint allow-list
 from rmoe_mm.analysis.layer_selection import measure_splitting
 from rmoe_mm.analysis.plots import plot_splitting_scores
 from rmoe_mm.analysis.probes import GROUPINGS, backbone_depths
@@ -41,28 +41,42 @@ def parse_args(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument(
-        '--num-layers', type=int,
+        '--num-layers',
+        type=int,
         help='FFNs to turn into MoE (default: as many as the default '
         'placement has)')
     parser.add_argument(
-        '--num-experts', type=int,
+        '--num-experts',
+        type=int,
         help="groups per dense FFN (default: the config's moe_cfg, else 8)")
-    parser.add_argument('--batches', type=int, default=16,
-                        help='training batches to measure on (>= 2)')
-    parser.add_argument('--batch-size', type=int,
-                        help="override the config's training batch size")
-    parser.add_argument('--out', help='JSON path (default: work_dirs/'
-                        'select_moe_layers/<config>/scores.json)')
+    parser.add_argument(
+        '--batches',
+        type=int,
+        default=16,
+        help='training batches to measure on (>= 2)')
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        help="override the config's training batch size")
+    parser.add_argument(
+        '--out',
+        help='JSON path (default: work_dirs/'
+        'select_moe_layers/<config>/scores.json)')
     parser.add_argument('--grouping', choices=GROUPINGS, default='router')
-    parser.add_argument('--estimator', choices=ESTIMATORS,
-                        default='split-half')
-    parser.add_argument('--normalisation', choices=NORMALISATIONS,
-                        default='energy')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='data order, dense routers and k-means')
+    parser.add_argument(
+        '--estimator', choices=ESTIMATORS, default='split-half')
+    parser.add_argument(
+        '--normalisation', choices=NORMALISATIONS, default='energy')
+    parser.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='data order, dense routers and k-means')
     parser.add_argument('--device', default=default_device())
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, key=value pairs (mmengine DictAction)')
     return parser.parse_args(argv)
 
@@ -95,8 +109,8 @@ def print_table(scores, chosen, args) -> None:
         print(f'{rank:>4}  {item.label:<7} '
               f'{"MoE" if item.is_moe else "dense":<5} '
               f'{sum(item.group_sizes):>8} {item.num_groups:>6}  '
-              f'{item.score(*key):>9.4f}  {fc[0]:>9.4f}  {fc[1]:>9.4f}  '
-              f'{item.score("plain", args.normalisation):>9.4f}  '
+              f'{item.score(*key):>9.4g}  {fc[0]:>9.4g}  {fc[1]:>9.4g}  '
+              f'{item.score("plain", args.normalisation):>9.4g}  '
               f'{"*" if (item.stage, item.block) in chosen else ""}')
 
 
@@ -128,17 +142,17 @@ def main(argv=None):
     moe_blocks = moe_blocks_of(chosen, depths)
     print_table(scores, set(chosen), args)
 
-    out = args.out or osp.join(
-        'work_dirs', 'select_moe_layers',
-        osp.splitext(osp.basename(args.config))[0], 'scores.json')
+    out = args.out or osp.join('work_dirs', 'select_moe_layers',
+                               osp.splitext(osp.basename(args.config))[0],
+                               'scores.json')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     png = osp.splitext(out)[0] + '.png'
     labels = [s.label for s in scores]
     plot_splitting_scores(
         labels, [s.stage for s in scores], [s.score(*key) for s in scores],
         png,
-        plain=[s.score('plain', args.normalisation) for s in scores]
-        if args.estimator != 'plain' else None,
+        plain=[s.score('plain', args.normalisation)
+               for s in scores] if args.estimator != 'plain' else None,
         selected=[s.label for s in scores if (s.stage, s.block) in chosen],
         current_moe=[s.label for s in scores if s.is_moe],
         title=f'{osp.basename(args.config)}: {args.batches} batches, '
