@@ -47,12 +47,14 @@ def plot_splitting_scores(labels: Sequence[str],
                           plain: Optional[Sequence[float]] = None,
                           selected: Sequence[str] = (),
                           current_moe: Sequence[str] = (),
+                          default: Sequence[str] = (),
                           title: str = '',
                           ylabel: str = 'splitting score') -> None:
     """Bars of the score of every FFN in block order, coloured by stage.
 
     Selected FFNs have a thick black edge, FFNs that are MoE already a
-    hatch; ``plain`` (the noise-biased estimate) is drawn as dots.
+    hatch, the default placement a triangle on the axis; ``plain`` (the
+    noise-biased estimate) is drawn as dots.
     """
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(4., 0.45 * len(labels) + 1.5), 3.))
@@ -74,6 +76,16 @@ def plot_splitting_scores(labels: Sequence[str],
             ms=5,
             label='plain estimate (noise-biased)')
     ax.axhline(0, color='grey', lw=0.6)
+    marks = [i for i, label in enumerate(labels) if label in default]
+    if marks:
+        ax.plot(
+            marks, [0] * len(marks),
+            '^',
+            color='dimgrey',
+            ms=6,
+            clip_on=False,
+            zorder=5,
+            label='default placement')
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=90, fontsize=7)
     ax.set_ylabel(ylabel)
@@ -86,9 +98,9 @@ def plot_splitting_scores(labels: Sequence[str],
     if current_moe:
         handles.append(
             Patch(facecolor='white', hatch='//', label='MoE already'))
-    if plain is not None:
-        handles += ax.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, fontsize=7, ncol=2, frameon=False)
+    handles += ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=7, frameon=False, loc='upper left',
+              bbox_to_anchor=(1.01, 1.))
     ax.set_title(title, fontsize=9)
     _save(fig, path)
 

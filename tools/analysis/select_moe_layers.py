@@ -155,6 +155,9 @@ def main(argv=None):
                for s in scores] if args.estimator != 'plain' else None,
         selected=[s.label for s in scores if (s.stage, s.block) in chosen],
         current_moe=[s.label for s in scores if s.is_moe],
+        default=[
+            s.label for s in scores if s.block in default_blocks[s.stage]
+        ],
         title=f'{osp.basename(args.config)}: {args.batches} batches, '
         f'{args.grouping} groups, E={num_experts}',
         ylabel=f'splitting score ({args.normalisation})')
