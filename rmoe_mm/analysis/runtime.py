@@ -54,7 +54,8 @@ def load_model(cfg: Config,
                dense_twin_for_dense_checkpoint: bool = True) -> nn.Module:
     """The config's whole model with every weight from ``checkpoint``.
 
-    The load is strict: a checkpoint that does not fit the config raises,
+    Activation checkpointing (``with_cp``) is switched off. The load is
+    strict: a checkpoint that does not fit the config raises,
     naming the keys. A dense checkpoint (no residual or router keys) with an
     RMoE config is loaded into the config's dense twin (``moe_blocks=
     'none'``) when ``dense_twin_for_dense_checkpoint`` is set, and refused
@@ -64,6 +65,15 @@ def load_model(cfg: Config,
         The model in eval mode on ``device``.
     """
     state_dict = _model_state_dict(checkpoint)
+    if cfg.model.get('backbone', {}).get('with_cp', False):
+        # Recomputed forwards would show the hooks every block twice; the
+        # analysis keeps no optimizer state, so memory is rarely the limit.
+        cfg = cfg.copy()
+        cfg.model.backbone.with_cp = False
+        print_log(
+            'analysis runs without activation checkpointing '
+            '(with_cp=False)',
+            logger='current')
     model = _build(cfg)
     has_moe = any(True for _ in rmoe_layers(model))
     ckpt_moe = any(is_moe_key(k) for k in state_dict)

@@ -4,7 +4,7 @@ several seeds each, and compare their losses and mIoU.
 
     python tools/analysis/layer_selection_experiment.py SCORES_JSON
         --config RMOE_CONFIG --checkpoint DENSE_CKPT [--seeds 0 1 2]
-        [--iters 150] [--lr 1e-3] [--loss-batches 8]
+        [--iters 100] [--lr 1e-3] [--loss-batches 8]
         [--work-dir work_dirs/layer_selection_experiment] [--nice 10]
 
 SCORES_JSON is what tools/analysis/select_moe_layers.py wrote for the dense
@@ -74,7 +74,7 @@ def parse_args(argv=None):
         required=True,
         help='the dense checkpoint every run starts from')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--iters', type=int, default=150)
+    parser.add_argument('--iters', type=int, default=100)
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--loss-batches', type=int, default=8)
     parser.add_argument(
