@@ -104,3 +104,29 @@ def test_expert_analysis_writes_every_picture_and_the_summary(
     if kind == 'det_swin':
         assert saved['classes'][-1] == 'background'
     assert summary['most_specialised_layer'] in saved['layers']
+
+
+def test_checkpoints_that_do_not_fit_are_refused_with_the_reason(
+        tmp_path, toy_ade20k_root):
+    from rmoe_mm.analysis.runtime import load_model
+    options = options_for(toy_ade20k_root)
+    dense_cfg = 'configs/toy/swin_upernet_toy_ade20k.py'
+    rmoe_cfg = 'configs/toy/rmoe_swin_upernet_toy_ade20k.py'
+    dense = make_checkpoint(dense_cfg, options, tmp_path / 'dense.pth')
+    rmoe = make_checkpoint(rmoe_cfg, options, tmp_path / 'rmoe.pth')
+
+    def cfg(config):
+        return load_analysis_config(str(REPO_ROOT / config))
+
+    with pytest.raises(ValueError, match='dense checkpoint'):
+        load_model(cfg(rmoe_cfg), dense, dense_twin_for_dense_checkpoint=False)
+    with pytest.raises(ValueError, match='RMoE checkpoint but the config'):
+        load_model(cfg(dense_cfg), rmoe)
+    state = torch.load(rmoe, weights_only=True)
+    del state['state_dict']['decode_head.conv_seg.weight']
+    torch.save(state, tmp_path / 'partial.pth')
+    with pytest.raises(ValueError, match='decode_head.conv_seg.weight'):
+        load_model(cfg(rmoe_cfg), str(tmp_path / 'partial.pth'))
+    # a dense checkpoint with an RMoE config: the dense twin is scored
+    model = load_model(cfg(rmoe_cfg), dense)
+    assert not any(True for _ in rmoe_mm.moe.rmoe_layers(model))

@@ -6,11 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from rmoe_mm.analysis.expert_stats import (contingency, entropy_bits,
-                                           instance_class_map,
-                                           mutual_information, patch_labels,
-                                           pca, specialisation,
-                                           weight_geometry)
+from rmoe_mm.analysis.expert_stats import (
+    contingency, entropy_bits, ground_truth_map, instance_class_map,
+    mutual_information, patch_labels, pca, specialisation, weight_geometry)
 from rmoe_mm.analysis.moe_access import residual_weight
 from rmoe_mm.analysis.probes import RoutingRecorder, backbone_ffns
 from rmoe_mm.moe import RMoEFFN
@@ -142,3 +140,28 @@ def test_routing_recorder_maps_tokens_to_the_grid_without_class_token():
         top1 = ffn.router.logits(x.reshape(-1, 4)).argmax(1).view(2, -1)
         assert maps[sites[0].name].shape == (2, 2, 3)
         assert torch.equal(maps[sites[0].name].flatten(1), top1[:, extra:])
+
+
+def test_ground_truth_map_seg_resized_padded_and_ignored():
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    sample = SegDataSample(metainfo=dict(img_shape=(4, 4), ori_shape=(2, 2)))
+    sample.gt_sem_seg = PixelData(data=torch.tensor([[[0, 255], [3, 9]]]))
+    truth = ground_truth_map(sample, 'mmseg', (5, 6), num_classes=5)
+    expected = torch.full((5, 6), -1)
+    expected[:2, :2], expected[2:4, :2], expected[2:4, 2:4] = 0, 3, -1
+    assert torch.equal(truth, expected)  # 9 >= num_classes: unlabelled
+
+
+def test_ground_truth_map_det_instances_over_background():
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    sample = DetDataSample(metainfo=dict(img_shape=(8, 8), ori_shape=(4, 4)))
+    masks = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    masks[0, :2, :2] = 1
+    sample.gt_instances = InstanceData(
+        labels=torch.tensor([2]), masks=BitmapMasks(masks.numpy(), 4, 4))
+    truth = ground_truth_map(sample, 'mmdet', (8, 8), num_classes=3)
+    assert (truth[:4, :4] == 2).all()  # the instance, at the resized scale
+    assert (truth[4:, :] == 3).all() and (truth[:, 4:] == 3).all()
