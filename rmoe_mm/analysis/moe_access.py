@@ -2,16 +2,15 @@
 
 Analysis code reads expert weights and watches expert compute through these
 functions only, so that a change of the residual layout touches one file.
-Two layouts exist:
+The residuals of ``fc1`` and ``fc2`` are the child modules
+``ffn.residual.fc1`` / ``ffn.residual.fc2`` (``ResidualLinear``: parameters
+``weight [E, out, in]``, or ``weight_a``/``weight_b`` when low rank, and
+``bias [E, out]``; ``full_weight()``; called as ``fc1(rows, counts, core)``).
+Checkpoints of the older layout (``residual.fc1_weight``) are renamed when
+they load (``rmoe_mm.moe.experts.remap_legacy_residual_keys``), so the
+analysis sees this layout only.
 
-- ``ffn.residual.weight('fc1')`` / ``ffn.residual.bias('fc1')`` and
-  ``ffn.residual.apply_fc('fc1', rows, counts, core)`` (parameters
-  ``residual.fc1_weight``, ...);
-- ``ffn.residual.fc1`` as a module: ``.full_weight()``, ``.bias`` and
-  ``ffn.residual.fc1(rows, counts, core)`` (parameters
-  ``residual.fc1.weight``, ...).
-
-Both keep the shared (core) linear layers where mmcv's ``FFN`` has them:
+The shared (core) linear layers stay where mmcv's ``FFN`` has them:
 ``ffn.layers[0][0]`` (fc1) and ``ffn.layers[1]`` (fc2).
 """
 from typing import Callable, Sequence, Tuple
@@ -34,27 +33,22 @@ def core_linear(ffn: nn.Module, fc: str) -> nn.Linear:
     raise ValueError(f'fc must be one of {FCS}, got {fc!r}')
 
 
-def _residual_child(ffn: nn.Module, fc: str):
-    """``ffn.residual.<fc>`` when residuals are child modules, else None."""
-    child = getattr(ffn.residual, fc, None)
-    return child if isinstance(child, nn.Module) else None
+def residual_linear(ffn: nn.Module, fc: str) -> nn.Module:
+    """The ``ResidualLinear`` child of ``fc`` (``ffn.residual.<fc>``)."""
+    if fc not in FCS:
+        raise ValueError(f'fc must be one of {FCS}, got {fc!r}')
+    return getattr(ffn.residual, fc)
 
 
 def residual_weight(ffn: nn.Module, fc: str) -> Tensor:
     """Residual weights ``[E, out, in]`` of ``fc`` (``A_e B_e`` if low rank).
     """
-    child = _residual_child(ffn, fc)
-    if child is not None:
-        return child.full_weight()
-    return ffn.residual.weight(fc)
+    return residual_linear(ffn, fc).full_weight()
 
 
 def residual_bias(ffn: nn.Module, fc: str) -> Tensor:
     """Residual biases ``[E, out]`` of ``fc``."""
-    child = _residual_child(ffn, fc)
-    if child is not None:
-        return child.bias
-    return ffn.residual.bias(fc)
+    return residual_linear(ffn, fc).bias
 
 
 def expert_weights(ffn: nn.Module, fc: str) -> Tuple[Tensor, Tensor]:
@@ -68,13 +62,13 @@ def expert_weights(ffn: nn.Module, fc: str) -> Tuple[Tensor, Tensor]:
 class _Handle:
     """Undoes :func:`watch_expert_linears` (``.remove()``)."""
 
-    def __init__(self, undo: Callable[[], None]):
-        self._undo = undo
+    def __init__(self, handles):
+        self._handles = list(handles)
 
     def remove(self) -> None:
-        if self._undo is not None:
-            self._undo()
-            self._undo = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
 def watch_expert_linears(ffn: nn.Module,
@@ -89,24 +83,11 @@ def watch_expert_linears(ffn: nn.Module,
     Returns:
         A handle whose ``remove()`` stops watching.
     """
-    if all(_residual_child(ffn, fc) is not None for fc in FCS):
-        handles = []
-        for fc in FCS:
+    handles = []
+    for fc in FCS:
 
-            def hook(module, args, output, fc=fc):
-                callback(fc, args[0], args[1], output)
+        def hook(module, args, output, fc=fc):
+            callback(fc, args[0], args[1], output)
 
-            handles.append(
-                _residual_child(ffn, fc).register_forward_hook(hook))
-        return _Handle(lambda: [h.remove() for h in handles])
-
-    residual = ffn.residual
-    apply_fc = residual.apply_fc  # the bound method of the class
-
-    def watched(fc, rows, counts, core):
-        output = apply_fc(fc, rows, counts, core)
-        callback(fc, rows, counts, output)
-        return output
-
-    residual.apply_fc = watched
-    return _Handle(lambda: delattr(residual, 'apply_fc'))
+        handles.append(residual_linear(ffn, fc).register_forward_hook(hook))
+    return _Handle(handles)

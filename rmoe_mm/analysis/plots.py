@@ -99,8 +99,12 @@ def plot_splitting_scores(labels: Sequence[str],
         handles.append(
             Patch(facecolor='white', hatch='//', label='MoE already'))
     handles += ax.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, fontsize=7, frameon=False, loc='upper left',
-              bbox_to_anchor=(1.01, 1.))
+    ax.legend(
+        handles=handles,
+        fontsize=7,
+        frameon=False,
+        loc='upper left',
+        bbox_to_anchor=(1.01, 1.))
     ax.set_title(title, fontsize=9)
     _save(fig, path)
 

@@ -11,7 +11,10 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
+from rmoe_mm.checkpoint.fit import (check_model_state_dict, checked_load,
+                                    enforce_fits)
 from rmoe_mm.moe import is_moe_key, rmoe_layers
+from rmoe_mm.moe.experts import remap_legacy_residual_keys
 
 
 def load_analysis_config(config: str,
@@ -37,7 +40,11 @@ def _build(cfg: Config) -> nn.Module:
 
 
 def _model_state_dict(checkpoint: str) -> dict:
-    """The model weights of an mmengine checkpoint (safe loader)."""
+    """The model weights of an mmengine checkpoint.
+
+    ``CheckpointLoader`` runs rmoe_mm's safe loader for every scheme
+    (``rmoe_mm.checkpoint``, installed when rmoe_mm is imported).
+    """
     ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
@@ -55,16 +62,18 @@ def load_model(cfg: Config,
     """The config's whole model with every weight from ``checkpoint``.
 
     Activation checkpointing (``with_cp``) is switched off. The load is
-    strict: a checkpoint that does not fit the config raises,
-    naming the keys. A dense checkpoint (no residual or router keys) with an
-    RMoE config is loaded into the config's dense twin (``moe_blocks=
-    'none'``) when ``dense_twin_for_dense_checkpoint`` is set, and refused
-    otherwise.
+    strict, as ``tools/test.py``'s: a checkpoint that does not fit the
+    config raises ``CheckpointMismatchError`` (a ``ValueError``) naming the
+    keys, unless partial loads are allowed (``RMOE_MM_ALLOW_PARTIAL_LOAD=1``,
+    then a WARNING). Residual keys of the older layout are renamed. A dense
+    checkpoint (no residual or router keys) with an RMoE config is loaded
+    into the config's dense twin (``moe_blocks='none'``) when
+    ``dense_twin_for_dense_checkpoint`` is set, and refused otherwise.
 
     Returns:
         The model in eval mode on ``device``.
     """
-    state_dict = _model_state_dict(checkpoint)
+    state_dict = remap_legacy_residual_keys(_model_state_dict(checkpoint))
     if cfg.model.get('backbone', {}).get('with_cp', False):
         # Recomputed forwards would show the hooks every block twice; the
         # analysis keeps no optimizer state, so memory is rarely the limit.
@@ -94,18 +103,11 @@ def load_model(cfg: Config,
         raise ValueError(f'{checkpoint} is an RMoE checkpoint but the config '
                          'builds a dense model; pass the RMoE config it was '
                          'trained with')
-    missing, unexpected = [], []
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-        missing, unexpected = result.missing_keys, result.unexpected_keys
-    except RuntimeError as err:  # shapes
-        raise ValueError(f'{checkpoint} does not fit the config: {err}') \
-            from None
-    if missing or unexpected:
-        raise ValueError(
-            f'{checkpoint} does not fit the config: {len(missing)} missing '
-            f'keys {missing[:5]}, {len(unexpected)} unexpected keys '
-            f'{unexpected[:5]}')
+    # The checks of tools/test.py (rmoe_mm.checkpoint.fit, mode 'test'):
+    # every tensor must fit; RMOE_MM_ALLOW_PARTIAL_LOAD=1 makes it a WARNING.
+    enforce_fits(check_model_state_dict(model, state_dict, mode='test'))
+    with checked_load():  # checked above; the backbone's hook skips it
+        model.load_state_dict(state_dict, strict=False)
     return model.to(device).eval()
 
 

@@ -127,6 +127,24 @@ def test_checkpoints_that_do_not_fit_are_refused_with_the_reason(
     torch.save(state, tmp_path / 'partial.pth')
     with pytest.raises(ValueError, match='decode_head.conv_seg.weight'):
         load_model(cfg(rmoe_cfg), str(tmp_path / 'partial.pth'))
+    # an RMoE checkpoint of other MoE blocks: main's fit check names them
+    other = cfg(rmoe_cfg)
+    other.model.backbone.moe_blocks = [[], [], [0], []]
+    with pytest.raises(ValueError, match='moe_blocks|MoE'):
+        load_model(other, rmoe)
     # a dense checkpoint with an RMoE config: the dense twin is scored
     model = load_model(cfg(rmoe_cfg), dense)
     assert not any(True for _ in rmoe_mm.moe.rmoe_layers(model))
+    # residual keys of the older layout (residual.fc1_weight) are renamed
+    state = torch.load(rmoe, weights_only=True)
+    state['state_dict'] = {
+        key.replace('residual.fc1.weight', 'residual.fc1_weight'): value
+        for key, value in state['state_dict'].items()
+    }
+    assert any('fc1_weight' in key for key in state['state_dict'])
+    torch.save(state, tmp_path / 'legacy.pth')
+    model = load_model(cfg(rmoe_cfg), str(tmp_path / 'legacy.pth'))
+    expected = torch.load(rmoe, weights_only=True)['state_dict']
+    for key, value in model.state_dict().items():
+        if key in expected:
+            torch.testing.assert_close(value, expected[key])

@@ -6,9 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from rmoe_mm.analysis.expert_stats import (
-    contingency, entropy_bits, ground_truth_map, instance_class_map,
-    mutual_information, patch_labels, pca, specialisation, weight_geometry)
+# yapf: disable
+from rmoe_mm.analysis.expert_stats import (contingency, entropy_bits,
+                                           ground_truth_map,
+                                           instance_class_map,
+                                           mutual_information, patch_labels,
+                                           pca, specialisation,
+                                           weight_geometry)
+# yapf: enable
 from rmoe_mm.analysis.moe_access import residual_weight
 from rmoe_mm.analysis.probes import RoutingRecorder, backbone_ffns
 from rmoe_mm.moe import RMoEFFN

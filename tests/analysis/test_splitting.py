@@ -12,8 +12,8 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from rmoe_mm.analysis.moe_access import (core_linear, residual_bias,
-                                         residual_weight)
+from rmoe_mm.analysis.moe_access import (core_linear, expert_weights,
+                                         residual_bias, residual_weight)
 from rmoe_mm.analysis.probes import (SplittingProbe, backbone_ffns,
                                      seeded_router)
 from rmoe_mm.analysis.splitting import (GroupedGradientSums, kmeans,
@@ -297,61 +297,44 @@ def test_group_means_equal_naive_per_token_loop(kind):
                     mean, expected[group], rtol=0, atol=1e-6)
 
 
-class ChildResidual(nn.Module):
-    """The coming residual layout (issue14): ``residual.fc1`` is a module
-    with ``weight [E, out, in]``, ``bias``, ``full_weight()`` and
-    ``forward(rows, counts, core)``."""
-
-    def __init__(self, weight, bias):
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone())
-        self.bias = nn.Parameter(bias.detach().clone())
-
-    def full_weight(self):
-        return self.weight
-
-    def forward(self, rows, counts, core):
-        outs = []
-        for expert, chunk in enumerate(rows.split(list(counts))):
-            outs.append(
-                nn.functional.linear(chunk, core.weight + self.weight[expert],
-                                     core.bias + self.bias[expert]))
-        return torch.cat(outs)
-
-
-class ChildResiduals(nn.Module):
-
-    def __init__(self, old):
-        super().__init__()
-        self.fc1 = ChildResidual(old.weight('fc1'), old.bias('fc1'))
-        self.fc2 = ChildResidual(old.weight('fc2'), old.bias('fc2'))
-
-    def apply_fc(self, fc, rows, counts, core):  # how main's RMoEFFN calls
-        return getattr(self, fc)(rows, counts, core)
+@pytest.mark.parametrize('rank', [None, 2])
+def test_residual_accessor_reads_full_and_low_rank_residuals(rank):
+    torch.manual_seed(0)
+    ffn = RMoEFFN(
+        C,
+        H,
+        act_cfg=dict(type='GELU'),
+        num_experts=3,
+        residual_std=0.1,
+        residual_rank=rank,
+        add_identity=False).double().eval()
+    for fc, (out, inp) in (('fc1', (H, C)), ('fc2', (C, H))):
+        child = getattr(ffn.residual, fc)
+        expected = child.weight if rank is None else torch.bmm(
+            child.weight_a, child.weight_b)
+        assert residual_weight(ffn, fc).shape == (3, out, inp)
+        torch.testing.assert_close(residual_weight(ffn, fc), expected)
+        assert residual_bias(ffn, fc) is child.bias
+        weight, bias = expert_weights(ffn, fc)
+        torch.testing.assert_close(weight,
+                                   core_linear(ffn, fc).weight + expected)
+        torch.testing.assert_close(bias,
+                                   core_linear(ffn, fc).bias + child.bias)
 
 
-def test_both_residual_layouts_read_and_watched_alike():
-    old = rmoe_ffn()
-    new = rmoe_ffn()
-    new.residual = ChildResiduals(old.residual)
+def test_watching_expert_linears_sees_every_row_and_stops():
+    ffn = rmoe_ffn()
     x = torch.randn(20, C, dtype=torch.float64)
+    probe = SplittingProbe(
+        backbone_ffns(Backbone([ffn])), 'router', dtype=torch.float64)
+    with probe:
+        ffn(x).sum().backward()
+    sums = probe.probes[0].sums(0)
     for fc in ('fc1', 'fc2'):
-        torch.testing.assert_close(
-            residual_weight(new, fc), residual_weight(old, fc))
-        torch.testing.assert_close(
-            residual_bias(new, fc), residual_bias(old, fc))
-    results = []
-    for ffn in (old, new):
-        probe = SplittingProbe(
-            backbone_ffns(Backbone([ffn])), 'router', dtype=torch.float64)
-        with probe:
-            ffn(x).sum().backward()
-        results.append(probe.probes[0].sums(0))
-        ffn(x)  # hooks removed: nothing is recorded after the probe
-        assert 'apply_fc' not in vars(ffn.residual)
-    for fc in ('fc1', 'fc2'):
-        torch.testing.assert_close(results[1][fc].sums, results[0][fc].sums)
-        assert results[1][fc].counts.sum() == 20
+        assert sums[fc].counts.sum() == 20
+        assert not getattr(ffn.residual, fc)._forward_hooks
+    ffn(x)  # hooks removed: nothing is recorded after the probe
+    assert probe.probes[0].sums(0)['fc1'].counts.sum() == 20
 
 
 def test_kmeans_finds_separated_clusters_deterministically():
