@@ -148,3 +148,18 @@ def test_checkpoints_that_do_not_fit_are_refused_with_the_reason(
     for key, value in model.state_dict().items():
         if key in expected:
             torch.testing.assert_close(value, expected[key])
+
+
+def test_fixed_loss_batches_are_the_same_in_every_invocation(toy_ade20k_root):
+    tool = load_tool('layer_selection_experiment')
+    cfg = load_analysis_config(
+        str(REPO_ROOT / 'configs/toy/rmoe_swin_upernet_toy_ade20k.py'),
+        dict(o.split('=', 1) for o in options_for(toy_ade20k_root)))
+    first = tool.fixed_batches(cfg, 2)
+    torch.manual_seed(99)  # whatever ran before
+    again = tool.fixed_batches(cfg, 2)
+    for a, b in zip(first, again):
+        for x, y in zip(a['inputs'], b['inputs']):
+            assert torch.equal(x, y)
+        for x, y in zip(a['data_samples'], b['data_samples']):
+            assert torch.equal(x.gt_sem_seg.data, y.gt_sem_seg.data)

@@ -29,6 +29,7 @@ import sys
 import time
 
 from mmengine.config import DictAction
+from mmengine.runner import set_random_seed
 
 import rmoe_mm  # noqa: F401
 from rmoe_mm.analysis.layer_selection import mean_loss
@@ -161,10 +162,12 @@ def test_miou(args, config, checkpoint, work_dir):
         return json.loads(f.read().splitlines()[-1]).get('mIoU')
 
 
-def fixed_batches(cfg, num):
-    """Training batches drawn once with seed 1234 (the same for every run).
-    """
-    return take(build_dataloader(cfg, 'train', seed=1234), num)
+def fixed_batches(cfg, num, seed=1234):
+    """Training batches drawn once (the same for every run), the same in
+    every invocation: the data augmentations (random resize, crop, flip) draw
+    from the global generators, seeded here as well as the sampler."""
+    set_random_seed(seed)
+    return take(build_dataloader(cfg, 'train', seed=seed), num)
 
 
 def summarise(values):
