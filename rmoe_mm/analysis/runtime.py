@@ -7,7 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
+from mmengine.runner import Runner, set_random_seed
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
@@ -123,6 +123,18 @@ def build_dataloader(cfg: Config,
     if batch_size is not None:
         loader_cfg.batch_size = batch_size
     return Runner.build_dataloader(loader_cfg, seed=seed)
+
+
+def seeded_batches(cfg: Config,
+                   num: int,
+                   seed: int,
+                   split: str = 'train',
+                   batch_size: Optional[int] = None) -> List:
+    """The first ``num`` batches of the config's ``split`` loader, the same
+    in every invocation: the sampler and the data augmentations (random
+    resize, crop, flip draw from the global generators) are seeded."""
+    set_random_seed(seed)
+    return take(build_dataloader(cfg, split, seed, batch_size), num)
 
 
 def take(loader: Iterable, num: int) -> List:

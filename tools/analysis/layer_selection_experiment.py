@@ -29,12 +29,11 @@ import sys
 import time
 
 from mmengine.config import DictAction
-from mmengine.runner import set_random_seed
 
 import rmoe_mm  # noqa: F401
 from rmoe_mm.analysis.layer_selection import mean_loss
-from rmoe_mm.analysis.runtime import (build_dataloader, load_analysis_config,
-                                      load_model, take)
+from rmoe_mm.analysis.runtime import (load_analysis_config, load_model,
+                                      seeded_batches)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PLACEMENTS = {
@@ -164,10 +163,8 @@ def test_miou(args, config, checkpoint, work_dir):
 
 def fixed_batches(cfg, num, seed=1234):
     """Training batches drawn once (the same for every run), the same in
-    every invocation: the data augmentations (random resize, crop, flip) draw
-    from the global generators, seeded here as well as the sampler."""
-    set_random_seed(seed)
-    return take(build_dataloader(cfg, 'train', seed=seed), num)
+    every invocation."""
+    return seeded_batches(cfg, num, seed)
 
 
 def summarise(values):

@@ -29,8 +29,8 @@ import rmoe_mm  # noqa: F401  registers modules, checkpoint allow-list
 from rmoe_mm.analysis.layer_selection import measure_splitting
 from rmoe_mm.analysis.plots import plot_splitting_scores
 from rmoe_mm.analysis.probes import GROUPINGS, backbone_depths
-from rmoe_mm.analysis.runtime import (build_dataloader, default_device,
-                                      load_analysis_config, load_model, take)
+from rmoe_mm.analysis.runtime import (default_device, load_analysis_config,
+                                      load_model, seeded_batches)
 from rmoe_mm.analysis.splitting import (ESTIMATORS, NORMALISATIONS,
                                         moe_blocks_of, top_blocks)
 from rmoe_mm.moe import MoEConfig, default_moe_blocks, rmoe_layers
@@ -71,7 +71,7 @@ def parse_args(argv=None):
         '--seed',
         type=int,
         default=0,
-        help='data order, dense routers and k-means')
+        help='data order and augmentations, dense routers and k-means')
     parser.add_argument('--device', default=default_device())
     parser.add_argument(
         '--cfg-options',
@@ -124,9 +124,9 @@ def main(argv=None):
     default_blocks = default_moe_blocks(depths)
     num_layers = args.num_layers if args.num_layers is not None else sum(
         map(len, default_blocks))
-    loader = build_dataloader(cfg, 'train', args.seed, args.batch_size)
     start = time.time()
-    batches = take(loader, args.batches)
+    batches = seeded_batches(cfg, args.batches, args.seed, 'train',
+                             args.batch_size)
     scores = measure_splitting(
         model,
         batches,
