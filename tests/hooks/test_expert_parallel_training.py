@@ -19,7 +19,6 @@ forward per rank's batch (LayerNorm, so a batch's split does not matter),
 the mean of the losses, one AdamW step; the balance loss of each forward
 weighs ``1 / world``, as DDP's average of the per-rank gradients does.
 """
-import importlib.util
 import uuid
 
 import pytest
@@ -31,7 +30,7 @@ import rmoe_mm.testing.toy_rmoe  # noqa: F401  registers the toy model
 from rmoe_mm.engine import setup_distributed
 from rmoe_mm.moe import set_aux_grad_scale, split_parameters
 from rmoe_mm.moe.parallel import expert_shards
-from rmoe_mm.testing import REPO_ROOT, build_model
+from rmoe_mm.testing import REPO_ROOT, build_model, load_tool
 from rmoe_mm.testing.distributed import spawn_gloo
 from rmoe_mm.testing.expert_parallel import (CASES_2, check_layer_cases,
                                              prepare_layer_cases,
@@ -292,11 +291,7 @@ def test_swin_checkpoint_loads_in_one_process_and_tools_test(
         for level, (a, b) in enumerate(zip(got, outs)):
             torch.testing.assert_close(
                 a, b, rtol=1e-5, atol=1e-5, msg=f'level {level}')
-    spec = importlib.util.spec_from_file_location(
-        'rmoe_test_tool', REPO_ROOT / 'tools' / 'test.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    metrics = tool.main([
+    metrics = load_tool('tools/test.py').main([
         str(SWIN_CONFIG),
         str(path), '--work-dir',
         str(tmp_path), '--cfg-options', *toy_ade20k_options, *SWIN_EP,
