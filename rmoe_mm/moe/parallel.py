@@ -26,7 +26,8 @@ backward pass of the exchange already sums, on the rank that holds expert
 ``e``, the gradients of every rank of its group; a hook on each shard divides
 by ``W`` and sums over the replica group, so every shard gets ``d mean_r
 loss_r / d theta_e``, exactly what a single process with all ranks' batches
-would compute.
+would compute (and a non-finite gradient anywhere is one everywhere, so
+fp16 loss scaling skips steps on all ranks alike).
 
 State dicts are independent of the world size: the model's ``state_dict()``
 holds full-size ``[E, ...]`` residuals (gathered from the group; a collective,
@@ -273,8 +274,20 @@ class ExpertParallel:
 
     def reduce_gradient(self, grad: Tensor) -> Tensor:
         """A shard's gradient as DDP would average it: ``/ W``, summed over
-        the replica group."""
+        the replica group.
+
+        A gradient that is not finite on one rank is made infinite on all
+        of them, as DDP's average would: a dynamic loss scaler (fp16 AMP)
+        then skips the step on every rank alike instead of only on the rank
+        whose experts overflowed, which would let replicas drift apart.
+        """
         grad = grad / self.layout.world_size
+        bad = torch.isfinite(grad).all().logical_not().to(grad.dtype)
+        bad = bad.reshape(1)
+        for group in (self.group, self.replica_group):  # spans the world
+            if group is not None:
+                dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
+        grad.masked_fill_(bad.bool(), float('inf'))
         if self.replica_group is not None:
             dist.all_reduce(grad, group=self.replica_group)
         return grad

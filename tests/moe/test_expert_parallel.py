@@ -23,6 +23,11 @@ def _three_rank_worker(rank, world, out_dir):
     layer = DistributedDataParallel(make_layer(CASES_3[0]))
     with pytest.raises(RuntimeError, match='not excluded from DDP'):
         layer(tokens_and_weights(CASES_3[0], 2)[0])
+    # An overflow in one rank's experts is one on every rank (fp16 AMP).
+    grad = torch.ones(3)
+    grad[0] = float('inf') if rank == 2 else 1.
+    grad = make_layer(CASES_3[0]).expert_parallel.reduce_gradient(grad)
+    assert torch.isinf(grad).all()
     run_layer_cases(rank, world, CASES_3, out_dir)
 
 
