@@ -22,14 +22,15 @@ under AMP):
   ``ep``: the shards' states divided by ``G``.
 - ``activations``: what autograd keeps for the backward pass, plus the
   first step of the backward pass. Measured here, on the CPU: one training
-  forward of the real model (the stage's frozen parameters frozen) at two
+  forward of the real model (the stage's frozen parameters frozen) at three
   small input sizes, counting the bytes of every storage saved for backward
   (``torch.autograd.graph.saved_tensors_hooks``; parameters excluded, each
   storage once) plus twice the largest such storage (the backward pass
   allocates the gradients of that tensor and of its input while everything
   saved is still alive; for UperNet that is the full-resolution logits);
-  then ``a + b * pixels`` through both points, evaluated at the training
-  input size and multiplied by the batch per GPU. ``--amp`` measures under
+  then the least-squares line ``a + b * pixels`` through the points (never
+  below the largest one), evaluated at the training input size and
+  multiplied by the batch per GPU. ``--amp`` measures under
   bf16 autocast (2-byte activations, as fp16 on a GPU). Expert parallelism
   moves rows between ranks but keeps their number on average, so the
   activations do not depend on the strategy.
@@ -60,6 +61,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
@@ -67,6 +69,9 @@ import rmoe_mm  # noqa: F401  registers the RMoE modules
 from rmoe_mm.moe import ROLES, split_parameters
 
 GiB = 2**30
+#: Objects per synthetic detection image: the mask head runs on every
+#: positive RoI, so a busy image (COCO has up to ~90) costs most.
+INSTANCES = 32
 STRATEGIES = ('ddp', 'zero', 'ep')
 #: Optimizer -> fp32 states per parameter (``None``: depends on settings).
 OPTIMIZER_STATES = {
@@ -92,11 +97,12 @@ def load_cfg(config: str, options: Optional[dict] = None) -> Config:
 
 
 def build_model(cfg: Config, meta: bool = False):
-    """The config's model (no weights loaded), in train mode; ``meta``:
-    every parameter on the meta device (shapes only, no memory)."""
+    """The config's model (no weights loaded, SyncBN as BN), in train mode;
+    ``meta``: every parameter on the meta device (shapes only, no
+    memory)."""
     init_default_scope(cfg.get('default_scope', 'mmengine'))
-    if not meta:
-        return MODELS.build(cfg.model).train()
+    if not meta:  # SyncBN needs a process group; BN saves the same
+        return revert_sync_batchnorm(MODELS.build(cfg.model)).train()
     with parameters_on_meta():
         return MODELS.build(cfg.model).train()
 
@@ -251,8 +257,8 @@ def synthetic_batch(model,
                     size: Tuple[int, int],
                     seed: int = 0) -> dict:
     """A training batch of ``batch`` random images of ``size`` with random
-    labels (mmseg: a label map; mmdet: 4 boxes with masks per image), as
-    the data preprocessor receives it."""
+    labels (mmseg: a label map; mmdet: :data:`INSTANCES` boxes with masks
+    per image, a busy COCO image), as the data preprocessor receives it."""
     gen = torch.Generator().manual_seed(seed)
     height, width = size
     images = [
@@ -285,13 +291,13 @@ def synthetic_batch(model,
         samples = []
         for _ in range(batch):
             corners = torch.rand(
-                4, 4, generator=gen) * torch.tensor(
+                INSTANCES, 4, generator=gen) * torch.tensor(
                     [width, height, width, height])
             boxes = torch.cat([
                 torch.minimum(corners[:, :2], corners[:, 2:]),
                 torch.maximum(corners[:, :2], corners[:, 2:]) + 8
             ], 1).clamp(max=torch.tensor([width, height] * 2) - 1)
-            masks = np.zeros((4, height, width), dtype=np.uint8)
+            masks = np.zeros((INSTANCES, height, width), dtype=np.uint8)
             for mask, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
                 mask[y1:y2, x1:x2] = 1
             sample = DetDataSample(
@@ -299,7 +305,7 @@ def synthetic_batch(model,
                     img_shape=size, ori_shape=size, scale_factor=(1., 1.)))
             sample.gt_instances = InstanceData(
                 bboxes=boxes,
-                labels=torch.randint(0, classes, (4, ), generator=gen),
+                labels=torch.randint(0, classes, (INSTANCES, ), generator=gen),
                 masks=BitmapMasks(masks, height, width))
             samples.append(sample)
     return dict(inputs=images, data_samples=samples)
@@ -344,26 +350,34 @@ def activation_fit(model,
                    frozen: frozenset,
                    sizes: Sequence[Tuple[int, int]],
                    amp: bool = False,
-                   batch: int = 2) -> Tuple[float, float]:
-    """``(a, b)``: activation bytes per image ``= a + b * pixels``, through
-    the measurements at the two ``sizes`` (batch ``batch``, divided). The
-    bytes are the saved storages plus twice the largest one: the backward
-    pass starts by allocating the gradient of that tensor and of its input
-    while everything saved is still alive."""
+                   batch: int = 2) -> Tuple[float, float, float]:
+    """``(a, b, floor)``: activation bytes per image ``= max(a + b * pixels,
+    floor)``: the least-squares line through the measurements at ``sizes``
+    (batch ``batch``, divided; 2 for segmentors, whose pooled BatchNorm
+    needs it, 1 for detectors), never below the largest measurement
+    (``floor``; a detector's RoI heads cost about the same at any size, and
+    their share varies with the random proposals). The bytes are the saved
+    storages plus twice the largest one: the backward pass starts by
+    allocating the gradient of that tensor and of its input while
+    everything saved is still alive."""
     state = {p: p.requires_grad for p in model.parameters()}
     freeze(model, frozen)
     try:
-        points = []
+        pixels, values = [], []
         for size in sizes:
             data = synthetic_batch(model, cfg, batch, size)
             saved, largest = saved_tensor_bytes(model, data, amp)
-            points.append((size[0] * size[1], (saved + 2 * largest) / batch))
+            pixels.append(size[0] * size[1])
+            values.append((saved + 2 * largest) / batch)
     finally:
         for param, requires_grad in state.items():
             param.requires_grad_(requires_grad)
-    (p0, b0), (p1, b1) = points
-    slope = (b1 - b0) / (p1 - p0)
-    return b0 - slope * p0, slope
+    mean_p, mean_v = sum(pixels) / len(pixels), sum(values) / len(values)
+    slope = sum(
+        (p - mean_p) * (v - mean_v) for p, v in zip(pixels, values)) / sum(
+            (p - mean_p)**2 for p in pixels)
+    slope = max(slope, 0.)
+    return mean_v - slope * mean_p, slope, max(values)
 
 
 # ------------------------------------------------------------ measurement
@@ -431,8 +445,13 @@ def estimate(cfg: Config,
              size: Optional[Tuple[int, int]] = None,
              measure_sizes: Optional[Sequence[Tuple[int, int]]] = None,
              amp: bool = False,
-             activation_model=None) -> dict:
+             activation_model=None,
+             fit_cache: Optional[dict] = None) -> dict:
     """The estimate of the module docstring for every stage and strategy.
+
+    ``activation_model`` measures the activations instead of a model built
+    from ``cfg``; ``fit_cache`` (a dict) keeps its fits for the next call
+    with the same model.
 
     Returns a dict with ``rows``: one dict per (stage, strategy) with the
     byte counts, and the inputs that produced it.
@@ -443,21 +462,34 @@ def estimate(cfg: Config,
     name, states, zero = optimizer_states(cfg)
     batch = batch or cfg.train_dataloader.batch_size
     size = tuple(size or training_input(cfg))
-    if measure_sizes is None:  # two small inputs of the same aspect ratio
-        scale = min(1., 256 / max(size))
+    detection = cfg.default_scope == 'mmdet'
+    if measure_sizes is None:  # three smaller inputs, same aspect ratio
+        # Detection needs larger ones: below ~320 x 512 its bytes per pixel
+        # still fall (anchors, proposals, padding) and the line is too flat.
+        if detection:
+            scale, steps = min(1., 864 / max(size)), (.6, .8, 1.)
+        else:
+            scale, steps = min(1., 256 / max(size)), (.5, .75, 1.)
         measure_sizes = [(32 * max(2, round(size[0] * scale * f / 32)),
                           32 * max(2, round(size[1] * scale * f / 32)))
-                         for f in (2 / 3, 1.)]
+                         for f in steps]
     model = activation_model or build_model(cfg)
-    fits = {}
+    fits = {} if fit_cache is None else fit_cache
+    keys = {}
     for _, frozen in stages:
-        if frozen not in fits:
-            fits[frozen] = activation_fit(model, cfg, frozen, measure_sizes,
-                                          amp)
+        keys[frozen] = (frozen, amp, tuple(map(tuple, measure_sizes)))
+        if keys[frozen] not in fits:
+            fits[keys[frozen]] = activation_fit(
+                model,
+                cfg,
+                frozen,
+                measure_sizes,
+                amp,
+                batch=1 if detection else 2)
     rows = []
     for index, (stage, frozen) in enumerate(stages):
-        intercept, slope = fits[frozen]
-        activations = batch * (intercept + slope * size[0] * size[1])
+        intercept, slope, floor = fits[keys[frozen]]
+        activations = batch * max(intercept + slope * size[0] * size[1], floor)
         for strategy in strategies:
             row = account(counts, stages, index, strategy, gpus, ep_size
                           or gpus, states, zero)
