@@ -447,6 +447,21 @@ def local_shards():
         _LOCAL_STATE.reset(token)
 
 
+def full_state_shapes(module: nn.Module) -> Dict[str, torch.Size]:
+    """The shapes of ``module.state_dict()`` (full-size residuals), without
+    the communication and memory of gathering them: for checks that only
+    compare shapes, e.g. before loading a checkpoint."""
+    with local_shards():
+        shapes = {k: v.shape for k, v in module.state_dict().items()}
+    for name, layer, parallel in expert_parallel_layers(module):
+        prefix = f'{name}.{RESIDUAL}.' if name else f'{RESIDUAL}.'
+        for key, shape in shapes.items():
+            if key.startswith(prefix):
+                shapes[key] = torch.Size((parallel.layout.num_experts, ) +
+                                         tuple(shape[1:]))
+    return shapes
+
+
 def _optimizer_params(optimizer) -> List[nn.Parameter]:
     return [p for group in optimizer.param_groups for p in group['params']]
 
@@ -489,9 +504,13 @@ def gathered_for_save(model: nn.Module,
         residuals = getattr(layer, RESIDUAL)
         with local_shards():
             state = residuals.state_dict()
-        full = {k: parallel.gather(v, dst) for k, v in state.items()}
+        gathered = {}
+        for key, shard in state.items():  # one full tensor at a time
+            full = parallel.gather(shard, dst)
+            if receive:
+                gathered[key] = full.cpu()
         if receive:
-            residuals._rmoe_gathered = {k: v.cpu() for k, v in full.items()}
+            residuals._rmoe_gathered = gathered
             modules.append(residuals)
     shard_of = _shard_parallel(model)
     for optimizer in optimizers:

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from rmoe_mm.moe import RMoEFFN
-from rmoe_mm.moe.parallel import ignore_expert_shards_in_ddp
+from rmoe_mm.moe.parallel import full_state_shapes, ignore_expert_shards_in_ddp
 
 C, H = 8, 16
 
@@ -90,6 +90,11 @@ def run_layer_cases(rank, world, cases, out_dir):
         layer.load_state_dict(torch.load(out_dir / f'{case["name"]}_1.pt'))
         with torch.no_grad():
             loaded_out = layer(x)
+        state = layer.state_dict()  # collective: full-size tensors
+        assert full_state_shapes(layer) == {
+            k: v.shape
+            for k, v in state.items()
+        }
         results[case['name']] = dict(
             out=out.detach(),
             x_grad=x.grad,
@@ -98,7 +103,7 @@ def run_layer_cases(rank, world, cases, out_dir):
                 layer.last_routing.expert_index.flatten(),
                 minlength=case['experts']),
             loaded_out=loaded_out,
-            state=layer.state_dict())  # collective: full-size tensors
+            state=state)
     torch.save(results, out_dir / f'rank{rank}.pt')
 
 
