@@ -23,8 +23,9 @@ import uuid
 
 import pytest
 import torch
+import torch.distributed as dist
 from mmengine.config import Config
-from mmengine.runner import Runner
+from mmengine.runner import CheckpointLoader, Runner
 
 import rmoe_mm.testing.toy_rmoe  # noqa: F401  registers the toy model
 from rmoe_mm.engine import setup_distributed
@@ -110,7 +111,8 @@ def swin_image():
 
 def train_swin(rank, out_dir, data_root):
     """Two iterations of the toy RMoE Swin UperNet, expert-parallel; then
-    this rank's backbone outputs on a fixed image."""
+    its checkpoint loaded back into the ranks, and this rank's backbone
+    outputs on a fixed image."""
     cfg = Config.fromfile(SWIN_CONFIG)
     cfg.merge_from_dict({
         'model.backbone.moe_cfg.expert_parallel': True,
@@ -131,6 +133,13 @@ def train_swin(rank, out_dir, data_root):
     shards = expert_shards(runner.model.module)
     assert shards and all(p.shape[0] == 4 for p in shards.values())
     runner.train()
+    # Each rank loads the full-size checkpoint back into its experts (the
+    # zeroed shards must come back for the outputs to match one process).
+    with torch.no_grad():
+        for shard in shards.values():
+            shard.zero_()
+    dist.barrier()  # rank 0 may still be writing it
+    runner.load_checkpoint(str(out_dir / 'swin' / 'iter_2.pth'))
     model = runner.model.module.eval()
     with torch.no_grad():
         outs = model.backbone(
@@ -152,6 +161,12 @@ def two_ranks(tmp_path_factory, toy_ade20k_root):
     prepare_layer_cases(CASES_2, out_dir / 'layer')
     spawn_gloo(_two_rank_worker, 2, out_dir, toy_ade20k_root)
     return out_dir
+
+
+def load_checkpoint(path):
+    """An mmengine checkpoint through mmengine's loader (the project's safe
+    loading applies)."""
+    return CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
 
 
 def records(out_dir, name):
@@ -211,8 +226,7 @@ def test_expert_parallel_checkpoint_loads_in_one_process(two_ranks):
     and optimizer states; one process loads it strictly and reproduces
     both ranks' outputs (1e-6)."""
     ranks = records(two_ranks, 'ep')
-    checkpoint = torch.load(
-        two_ranks / 'ep' / f'iter_{ITERS}.pth', weights_only=True)
+    checkpoint = load_checkpoint(two_ranks / 'ep' / f'iter_{ITERS}.pth')
     model = ToyRMoEClassifier(**EP_MODEL).eval()
     model.load_state_dict(checkpoint['state_dict'], strict=True)
     for rank, record in enumerate(ranks):
@@ -262,8 +276,7 @@ def test_zero_equals_ddp_and_resumes_bit_exact(two_ranks):
                                zero[rank]['params'][name])
     # The consolidated state of both ranks' partitions: every parameter
     # that trained before iteration 3 (all but the core) has one.
-    checkpoint = torch.load(
-        two_ranks / 'zero' / f'iter_{SWITCH}.pth', weights_only=True)
+    checkpoint = load_checkpoint(two_ranks / 'zero' / f'iter_{SWITCH}.pth')
     roles = split_parameters(ToyRMoEClassifier())
     trained = sum(len(roles[r]) for r in ('residual', 'router', 'heads'))
     assert len(checkpoint['optimizer']['state']) == trained
@@ -273,9 +286,10 @@ def test_swin_checkpoint_loads_in_one_process_and_tools_test(
         two_ranks, toy_ade20k_options, tmp_path):
     """An expert-parallel RMoE Swin UperNet checkpoint: full-size residuals,
     a strict load in one process that reproduces both ranks' backbone
-    outputs (1e-5), and ``tools/test.py`` evaluates it."""
+    outputs after they loaded it back (1e-5), and ``tools/test.py``
+    evaluates it."""
     path = two_ranks / 'swin' / 'iter_2.pth'
-    state = torch.load(path, weights_only=True)['state_dict']
+    state = load_checkpoint(path)['state_dict']
     residuals = [k for k in state if '.ffn.residual.' in k]
     assert residuals and all(state[k].shape[0] == 8 for k in residuals)
     cfg = Config.fromfile(SWIN_CONFIG)
