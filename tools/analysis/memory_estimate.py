@@ -336,13 +336,40 @@ def saved_tensor_bytes(model,
             seen[pointer] = storage.nbytes()
         return tensor
 
-    device = next(model.parameters()).device.type
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            autocast(model, amp):
         data = model.data_preprocessor(data, training=True)
         losses = model(**data, mode='loss')
     del losses
     return sum(seen.values()), max(seen.values(), default=0)
+
+
+@contextlib.contextmanager
+def autocast(model, enabled: bool):
+    """bf16 autocast for the forward of ``model``. A detector runs only its
+    backbone and neck (``extract_feat``) under it, its heads in fp32:
+    mmcv's CPU NMS has no bf16 kernel. Its AMP activations are therefore
+    an upper bound."""
+    device = next(model.parameters()).device.type
+    if not enabled:
+        yield
+        return
+    if not hasattr(model, 'rpn_head'):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            yield
+        return
+    extract_feat = model.extract_feat
+
+    def extract_feat_autocast(*args, **kwargs):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            feats = extract_feat(*args, **kwargs)
+        return tuple(f.float() for f in feats)
+
+    model.extract_feat = extract_feat_autocast
+    try:
+        yield
+    finally:
+        del model.extract_feat
 
 
 def activation_fit(model,
