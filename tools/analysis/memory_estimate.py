@@ -162,23 +162,29 @@ def pipeline_stages(cfg: Config) -> Tuple[List[Tuple[str, frozenset]], bool]:
 
 def training_input(cfg: Config) -> Tuple[int, int]:
     """``(H, W)`` a training image has after the pipeline: mmseg's
-    ``crop_size``, or the largest ``Resize`` scale of the train pipeline
-    (mmdet: (1333, 800) -> 800 x 1333), padded to a multiple of 32."""
+    ``crop_size``, or the largest resize scale anywhere in the train
+    pipeline (mmdet: (1333, 800) -> 800 x 1333, also inside
+    ``RandomChoice``), padded to a multiple of 32."""
     if cfg.get('crop_size'):
         height, width = cfg.crop_size
         return int(height), int(width)
     pipeline = cfg.train_dataloader.dataset.get('pipeline') or \
         cfg.get('train_pipeline') or []
     scales = []
-    for step in pipeline:
-        for key in ('scale', 'scales'):
-            value = step.get(key)
-            if value is None:
-                continue
-            if isinstance(value[0], (list, tuple)):
-                scales.extend(value)
-            else:
-                scales.append(value)
+
+    def collect(node):  # RandomChoice nests its transforms in lists
+        if isinstance(node, (list, tuple)):
+            for item in node:
+                collect(item)
+        elif isinstance(node, dict):
+            for key in ('scale', 'scales'):
+                value = node.get(key)
+                if value is not None:
+                    nested = isinstance(value[0], (list, tuple))
+                    scales.extend(value if nested else [value])
+            collect(node.get('transforms', []))
+
+    collect(pipeline)
     if not scales:
         raise ValueError('cannot tell the training input size from the '
                          'config; pass --input H W')
