@@ -80,5 +80,5 @@ def test_rmoe_swin_toy_config_trains_a_step(name, data, request, tmp_path):
                if not torch.equal(p, before[n])}
     # core, residuals and router all take the step (the router through its
     # gate value and the injected balance-loss gradient)
-    assert {'layers.0.0.weight', 'residual.fc1_weight',
+    assert {'layers.0.0.weight', 'residual.fc1.weight',
             'router.gate.weight'} <= changed

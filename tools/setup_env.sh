@@ -102,4 +102,12 @@ if ! (cd / && "$PY" -c "import rmoe_mm, os, sys; sys.exit(0 if os.path.realpath(
   log "installing rmoe_mm (editable) from $ROOT"
   (cd "$ROOT" && "${PIP[@]}" install --no-deps --no-build-isolation -e .)
 fi
+# ---- the C++ expert loop of rmoe_mm/moe/experts.py (optional: without it the
+# same loop runs in Python; RMOE_MM_EXT=off skips the build) ----
+if [ "${RMOE_MM_EXT:-auto}" != off ]; then
+  "$PY" -c "import ninja" 2>/dev/null || "${PIP[@]}" install ninja
+  if ! (cd "$ROOT" && "$PY" -c "from rmoe_mm.moe import ext; ext.build()" >/dev/null 2>&1); then
+    log "could not build the C++ expert loop (rmoe_mm/moe/csrc); the Python loop will be used"
+  fi
+fi
 echo "$VENV"

@@ -2,18 +2,26 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir W] [--out OUT]
         [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...]
+        [--trust-checkpoint PATH] [--allow-partial-load]
 
 ``--out`` follows the config's library: for mmseg a directory of predicted
-label maps, for mmdet a ``.pkl`` file of raw detections.
+label maps, for mmdet a ``.pkl`` file of raw detections. CHECKPOINT may be a
+path or any URL scheme mmengine knows; it is loaded by rmoe_mm's safe loader
+and must fit the whole model (a missing decode head would mean random
+predictions): anything else stops the test unless ``--allow-partial-load``.
 """
 import argparse
 import os
 
 from mmengine.config import DictAction
 
-import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
+import rmoe_mm  # noqa: F401  registers modules, installs the safe loader
+from rmoe_mm.checkpoint.fit import guard_model_loads
 from rmoe_mm.engine import (build_runner, load_config, run_then_destroy,
                             setup_distributed)
+from rmoe_mm.engine.checkpoint_args import (add_checkpoint_args,
+                                            apply_checkpoint_args, user_errors)
+from rmoe_mm.engine.preflight import preflight
 
 
 def parse_args(argv=None):
@@ -37,6 +45,7 @@ def parse_args(argv=None):
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_checkpoint_args(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -81,17 +90,23 @@ def build_cfg(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = build_cfg(args)
-    dump_detections = args.out is not None and library_of(cfg) == 'mmdet'
-    if dump_detections and not args.out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out for a detector must be a .pkl file, got {args.out!r}')
-    # The process group (gloo without CUDA) and the DDP wrapper, explicitly.
-    setup_distributed(cfg, args.launcher)
-    runner = build_runner(cfg)
-    if dump_detections:
-        from mmdet.evaluation import DumpDetResults
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    return run_then_destroy(runner.test)
+    with user_errors():
+        apply_checkpoint_args(args)
+        cfg = build_cfg(args)
+        dump_detections = args.out is not None and library_of(cfg) == 'mmdet'
+        if dump_detections and not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(
+                f'--out for a detector must be a .pkl file, got {args.out!r}')
+        preflight(cfg, 'test', args.config)
+        # The process group (gloo without CUDA) and the DDP wrapper.
+        setup_distributed(cfg, args.launcher)
+        runner = build_runner(cfg)
+        guard_model_loads(runner.model, 'test')
+        if dump_detections:
+            from mmdet.evaluation import DumpDetResults
+            runner.test_evaluator.metrics.append(
+                DumpDetResults(out_file_path=args.out))
+        return run_then_destroy(runner.test)
 
 
 if __name__ == '__main__':

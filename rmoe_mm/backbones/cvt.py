@@ -32,6 +32,7 @@ from timm.layers.activations import QuickGELU
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from rmoe_mm.checkpoint.fit import guard_backbone_loads
 from rmoe_mm.converters.common import StateDict
 from rmoe_mm.converters.cvt import convert_cvt_state_dict
 from rmoe_mm.registry import MODELS
@@ -566,6 +567,7 @@ class CvT(RMoEBackboneMixin, BaseModule):
                                     build_norm_layer(norm_cfg,
                                                      self.embed_dims[i])[1])
         self._freeze_stages()
+        guard_backbone_loads(self)  # no load into it is silently partial
 
     # ------------------------------------------------ RMoEBackboneMixin
     def init_from_scratch(self) -> None:

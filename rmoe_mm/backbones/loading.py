@@ -12,20 +12,26 @@ to its own key layout, then :func:`load_rmoe_state_dict` loads it.
   residual rank); anything else raises :class:`CheckpointMismatchError`
   instead of loading part of it.
 * Any tensor whose shape differs from the model's raises, naming the key.
+* A checkpoint of another backbone family (a CvT checkpoint into a Swin
+  model) raises before anything else, naming both families.
+
+``--allow-partial-load`` / ``RMOE_MM_ALLOW_PARTIAL_LOAD=1``
+(:mod:`rmoe_mm.checkpoint.fit`) turns these refusals into a WARNING and
+loads what fits.
 """
+import logging
 from dataclasses import dataclass, field
 from typing import Iterable, List, Set
 
 from mmengine.logging import print_log
 from torch import nn
 
+from rmoe_mm.checkpoint.fit import (PARTIAL_HINT, CheckpointMismatchError,
+                                    checked_load, family_problem,
+                                    partial_loads_allowed)
 from rmoe_mm.converters.common import StateDict, summarise_keys
 from rmoe_mm.moe.naming import is_moe_key, moe_layer_name
 from rmoe_mm.moe.residual_ffn import rmoe_layers
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint that does not fit the model it is loaded into."""
 
 
 def rmoe_ffn_names(model: nn.Module) -> List[str]:
@@ -84,7 +90,8 @@ def _check_moe_match(model: nn.Module, state_dict: StateDict,
             "model's (other moe_blocks?): only in the checkpoint: "
             f'{sorted(ckpt_moe - model_moe) or "-"}; only in the model: '
             f'{sorted(model_moe - ckpt_moe) or "-"}. Build the model with the '
-            "checkpoint's moe_blocks, or start from its dense checkpoint.")
+            "checkpoint's moe_blocks, or start again from the dense "
+            'checkpoint (tools/model_converters/dense_to_rmoe.py).')
     absent = sorted(moe_keys - set(state_dict))
     if absent:
         raise CheckpointMismatchError(
@@ -103,7 +110,9 @@ def _shape_error(model: nn.Module, key: str, got,
                              if hasattr(ffn, name))
         message += (f"; the model's RMoE FFN {moe_layer_name(key)!r} has "
                     f'{settings}: the checkpoint was made with another '
-                    'expert count or residual rank')
+                    'expert count or residual rank. Build the model with the '
+                    "checkpoint's moe_cfg, or start again from the dense "
+                    'checkpoint (tools/model_converters/dense_to_rmoe.py)')
     return CheckpointMismatchError(message)
 
 
@@ -135,14 +144,33 @@ def load_rmoe_state_dict(model: nn.Module,
         CheckpointMismatchError: a shape differs, or the checkpoint is an RMoE
             checkpoint for other MoE blocks or settings.
     """
+    from rmoe_mm.moe.experts import remap_legacy_residual_keys
+    state_dict = remap_legacy_residual_keys(state_dict)
     model_state = model.state_dict()
     moe_keys = _model_moe_keys(model, model_state)
-    if any(is_moe_key(k) for k in state_dict):
-        _check_moe_match(model, state_dict, moe_keys)
-    for key, value in state_dict.items():
-        if key in model_state and value.shape != model_state[key].shape:
-            raise _shape_error(model, key, value.shape, model_state[key].shape)
-    model.load_state_dict(state_dict, strict=False)
+    try:
+        problem = family_problem(model, state_dict)
+        if problem:
+            raise CheckpointMismatchError(problem)
+        if any(is_moe_key(k) for k in state_dict):
+            _check_moe_match(model, state_dict, moe_keys)
+        for key, value in state_dict.items():
+            if key in model_state and value.shape != model_state[key].shape:
+                raise _shape_error(model, key, value.shape,
+                                   model_state[key].shape)
+    except CheckpointMismatchError as err:
+        if not partial_loads_allowed():
+            raise CheckpointMismatchError(
+                f'{source or "the checkpoint"}: {err}\n{PARTIAL_HINT}'
+            ) from None
+        print_log(f'{source or "the checkpoint"}: {err}\nLoading what fits '
+                  'because partial loads are allowed.', logger=logger,
+                  level=logging.WARNING)
+        state_dict = {k: v for k, v in state_dict.items()
+                      if k not in model_state or
+                      v.shape == model_state[k].shape}
+    with checked_load():  # checked above; the backbone's hook skips it
+        model.load_state_dict(state_dict, strict=False)
 
     recomputed = list(recomputed)
     skip = set(recomputed)

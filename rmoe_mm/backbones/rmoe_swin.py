@@ -18,6 +18,7 @@ from mmseg.models.backbones.swin import SwinTransformer
 from timm.layers import resample_abs_pos_embed
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
+from rmoe_mm.checkpoint.fit import guard_backbone_loads
 from rmoe_mm.converters.common import StateDict
 from rmoe_mm.converters.swin import DERIVED_BUFFERS, convert_swin_state_dict
 from rmoe_mm.moe.config import MoEConfig
@@ -194,6 +195,7 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
         self.arch = arch
         self.convert_weights = convert_weights
         self.convert_moe_blocks(blocks, cfg)
+        guard_backbone_loads(self)  # no load into it is silently partial
 
     # ------------------------------------------------ RMoEBackboneMixin
     def init_from_scratch(self) -> None:

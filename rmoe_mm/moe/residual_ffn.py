@@ -261,9 +261,8 @@ class RMoEFFN(BaseModule):
         """:meth:`run_experts` for the experts this rank holds."""
         fc1, activation, drop1 = self.layers[0]
         fc2, drop2 = self.layers[1], self.layers[2]
-        hidden = self.residual.apply_fc('fc1', rows, counts, fc1)
-        hidden = drop1(activation(hidden))
-        return drop2(self.residual.apply_fc('fc2', hidden, counts, fc2))
+        hidden = drop1(activation(self.residual.fc1(rows, counts, fc1)))
+        return drop2(self.residual.fc2(hidden, counts, fc2))
 
     def _apply_balance_loss(self, gates: Tensor, aux_loss: Tensor) -> Tensor:
         """Route the balance loss to the optimizer (see the module doc)."""

@@ -250,10 +250,10 @@ def test_frozen_stages_freeze_as_dense_swin_plus_their_moe_tensors():
 def test_from_scratch_init_draws_cores_as_mmseg_and_keeps_residual_noise():
     torch.manual_seed(0)
     rmoe = RMoESwinTransformer(**TINY, moe_cfg=dict(residual_std=1e-3))
-    residual = rmoe.stages[2].blocks[1].ffn.residual.fc1_weight.detach().clone()
+    residual = rmoe.stages[2].blocks[1].ffn.residual.fc1.weight.detach().clone()
     rmoe.init_weights()
     ffn = rmoe.stages[2].blocks[1].ffn
-    assert torch.equal(ffn.residual.fc1_weight, residual)
+    assert torch.equal(ffn.residual.fc1.weight, residual)
     # mmseg's from-scratch init: trunc-normal std 0.02, zero bias (std within
     # 25% for these 64x16 weights).
     assert abs(ffn.layers[0][0].weight.std().item() - 0.02) < 0.005

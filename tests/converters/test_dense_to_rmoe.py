@@ -108,6 +108,6 @@ def test_command_line_converts_with_a_config(tmp_path):
     saved = torch.load(dst, weights_only=True)
     keys = saved['state_dict']
     assert 'backbone.stages.2.blocks.1.ffn.router.gate.weight' in keys
-    assert keys['backbone.stages.2.blocks.1.ffn.residual.fc1_weight'].shape[0] \
+    assert keys['backbone.stages.2.blocks.1.ffn.residual.fc1.weight'].shape[0] \
         == 8
     assert saved['meta']['backbone_cfg']['type'] == 'RMoESwinTransformer'
