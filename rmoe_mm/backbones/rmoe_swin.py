@@ -22,6 +22,7 @@ from rmoe_mm.checkpoint.fit import guard_backbone_loads
 from rmoe_mm.converters.common import StateDict
 from rmoe_mm.converters.swin import DERIVED_BUFFERS, convert_swin_state_dict
 from rmoe_mm.moe.config import MoEConfig
+from rmoe_mm.moe.parallel import full_state_shapes
 from rmoe_mm.moe.placement import resolve_moe_blocks
 from rmoe_mm.registry import MODELS
 from .base import RMoEBackboneMixin
@@ -225,17 +226,17 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
                       if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS]
         for key in recomputed:
             del state_dict[key]
-        own = self.state_dict()
+        own = full_state_shapes(self)  # no gather of expert shards
         for key, table in list(state_dict.items()):
             if not key.endswith('relative_position_bias_table') or \
                     key not in own:
                 continue
             (len_ckpt, heads_ckpt), (len_own, heads_own) = \
-                table.shape, own[key].shape
+                table.shape, own[key]
             if heads_ckpt == heads_own and len_ckpt != len_own:
                 window = (math.isqrt(len_own) + 1) // 2
                 state_dict[key] = resize_rel_pos_bias_table_simple(
-                    table, (window, window), own[key].shape)
+                    table, (window, window), own[key])
         pos = state_dict.get('absolute_pos_embed')
         own_pos = getattr(self, 'absolute_pos_embed', None)
         if pos is not None and self.use_abs_pos_embed and \
