@@ -42,8 +42,10 @@ def rmoe_ffn_names(model: nn.Module) -> List[str]:
 def _model_moe_keys(model: nn.Module, model_state: StateDict) -> Set[str]:
     """The residual and router keys of ``model``'s RMoE FFNs."""
     layers = set(rmoe_ffn_names(model))
-    return {k for k in model_state
-            if is_moe_key(k) and moe_layer_name(k) in layers}
+    return {
+        k
+        for k in model_state if is_moe_key(k) and moe_layer_name(k) in layers
+    }
 
 
 @dataclass
@@ -158,19 +160,22 @@ def load_rmoe_state_dict(model: nn.Module,
             _check_moe_match(model, state_dict, moe_keys)
         for key, value in state_dict.items():
             if key in model_state and value.shape != model_state[key]:
-                raise _shape_error(model, key, value.shape,
-                                   model_state[key])
+                raise _shape_error(model, key, value.shape, model_state[key])
     except CheckpointMismatchError as err:
         if not partial_loads_allowed():
             raise CheckpointMismatchError(
                 f'{source or "the checkpoint"}: {err}\n{PARTIAL_HINT}'
             ) from None
-        print_log(f'{source or "the checkpoint"}: {err}\nLoading what fits '
-                  'because partial loads are allowed.', logger=logger,
-                  level=logging.WARNING)
-        state_dict = {k: v for k, v in state_dict.items()
-                      if k not in model_state or
-                      v.shape == model_state[k]}
+        print_log(
+            f'{source or "the checkpoint"}: {err}\nLoading what fits '
+            'because partial loads are allowed.',
+            logger=logger,
+            level=logging.WARNING)
+        state_dict = {
+            k: v
+            for k, v in state_dict.items()
+            if k not in model_state or v.shape == model_state[k]
+        }
     with checked_load():  # checked above; the backbone's hook skips it
         model.load_state_dict(state_dict, strict=False)
 

@@ -151,8 +151,8 @@ class MoEConfig:
                 not dist.is_initialized() or dist.get_world_size() == 1:
             if self.expert_parallel_size and \
                     self.num_experts % self.expert_parallel_size:
-                raise ValueError(_indivisible(self.num_experts,
-                                              self.expert_parallel_size))
+                raise ValueError(
+                    _indivisible(self.num_experts, self.expert_parallel_size))
             return None
         world = dist.get_world_size()
         size = self.expert_parallel_size or world

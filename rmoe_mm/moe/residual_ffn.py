@@ -256,8 +256,7 @@ class RMoEFFN(BaseModule):
             self.expert_parallel.check_excluded_from_ddp(self.residual)
         return self.expert_parallel.run(rows, counts, self.run_local_experts)
 
-    def run_local_experts(self, rows: Tensor,
-                          counts: Sequence[int]) -> Tensor:
+    def run_local_experts(self, rows: Tensor, counts: Sequence[int]) -> Tensor:
         """:meth:`run_experts` for the experts this rank holds."""
         fc1, activation, drop1 = self.layers[0]
         fc2, drop2 = self.layers[1], self.layers[2]
