@@ -28,6 +28,7 @@ from mmengine.config import Config
 from mmengine.runner import CheckpointLoader, Runner
 
 import rmoe_mm.testing.toy_rmoe  # noqa: F401  registers the toy model
+from rmoe_mm.checkpoint.fit import guard_model_loads
 from rmoe_mm.engine import setup_distributed
 from rmoe_mm.moe import set_aux_grad_scale, split_parameters
 from rmoe_mm.moe.parallel import expert_shards
@@ -96,8 +97,10 @@ def train(out_dir, name):
     if resume_from:
         cfg.resume = True
         cfg.load_from = str(out_dir / resume_from / f'iter_{SWITCH}.pth')
-    setup_distributed(cfg, 'pytorch')  # what tools/train.py does
-    Runner.from_cfg(cfg).train()
+    setup_distributed(cfg, 'pytorch')  # what tools/train.py does, with
+    runner = Runner.from_cfg(cfg)  # its strict checks of resumed state
+    guard_model_loads(runner.model, 'resume' if resume_from else 'load_from')
+    runner.train()
 
 
 SWIN_CONFIG = REPO_ROOT / 'configs/toy/rmoe_swin_upernet_toy_ade20k.py'
@@ -139,6 +142,7 @@ def train_swin(rank, out_dir, data_root):
         for shard in shards.values():
             shard.zero_()
     dist.barrier()  # rank 0 may still be writing it
+    guard_model_loads(runner.model, 'test')  # strict, as tools/test.py
     runner.load_checkpoint(str(out_dir / 'swin' / 'iter_2.pth'))
     model = runner.model.module.eval()
     with torch.no_grad():

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from rmoe_mm.checkpoint.fit import check_model_state_dict
 from rmoe_mm.moe import MoEConfig, RMoEFFN
 from rmoe_mm.moe.parallel import ExpertParallelLayout
 from rmoe_mm.testing.distributed import spawn_gloo
@@ -28,6 +29,20 @@ def _three_rank_worker(rank, world, out_dir):
     grad[0] = float('inf') if rank == 2 else 1.
     grad = make_layer(CASES_3[0]).expert_parallel.reduce_gradient(grad)
     assert torch.isinf(grad).all()
+    # A checkpoint with another expert count is refused, not cut to fit:
+    # by the strict checks of the tools (full-size shapes, no gather) and
+    # by the shards' own load hook.
+    six = make_layer(CASES_3[0])
+    four = RMoEFFN(C, H, num_experts=4).state_dict()
+    problems = [
+        p for fit in check_model_state_dict(six, four, 'test')
+        for p in fit.problems
+    ]
+    assert any(
+        'residual.fc1.weight' in p and '(4, 16, 8)' in p and '(6, 16, 8)' in p
+        for p in problems), problems
+    with pytest.raises(ValueError, match='num_experts=6'):
+        six.load_state_dict(four, strict=False)
     run_layer_cases(rank, world, CASES_3, out_dir)
 
 
