@@ -44,8 +44,9 @@ under AMP):
 activations and step temporaries: the backward pass peaks with (nearly) all
 activations alive, the optimizer step with all gradients and its scratch.
 Counting every gradient in the backward peak too makes it an upper bound on
-the allocated peak (on the toy config it is 5-25% above the measured peak,
-tests/tools/test_memory_estimate.py); the CUDA context and the allocator's
+the allocated peak (on the toy config 2-6% above the measured peak here,
+docs/scaling.md; tests/tools/test_memory_estimate.py allows 0-30%); the
+CUDA context and the allocator's
 cache come on top (docs/scaling.md). ``--measure`` also runs one real
 training step of the stage on this machine's device at the given input and
 prints the measured peak beside the estimate.

@@ -11,7 +11,7 @@ both in fp32 and under autocast (``--amp``). Swin-B Mask R-CNN has no config
 of its own: it is the Swin-S one with Swin-B widths. Prints the Markdown
 tables; a model *fits* a GPU when its larger stage needs at most 80% of the
 GPU's memory (the rest: CUDA context, library workspaces, allocator
-fragmentation, and the 12-16% by which the estimate fell short of mmseg's
+fragmentation, and the 7-16% by which the estimate fell short of mmseg's
 and mmdet's logged peaks of dense Swin-T, docs/scaling.md).
 """
 import argparse
@@ -126,7 +126,12 @@ def tables(results: list) -> str:
         (r['model'], r['head'], r['experts'], r['amp']): r
         for r in results
     }
+    measured = {(r['model'], r['head']) for r in results}
     for size, head, _, _ in MODELS:
+        if (size, head) not in measured:
+            lines.append(f'| {size} | {head} | - | - | - | not measured '
+                         '| | |')
+            continue
         for experts in EXPERTS:
             fp32 = by_key[(size, head, experts, False)]
             amp = by_key[(size, head, experts, True)]
@@ -157,18 +162,36 @@ def tables(results: list) -> str:
              for e in EXPERTS]
     for gib in GPU_GIB:
         for head in ('UperNet', 'Mask R-CNN'):
+            known = [(s, e) for s, e in order if (s, head) in measured]
+            # A larger model that was not measured may fit too.
+            unknown = sorted({
+                s
+                for s, _ in order
+                if (s, head) not in measured and known and order.index((
+                    s, EXPERTS[0])) > order.index(known[-1])
+            })
             cells = []
             for strategy in me.STRATEGIES:
                 best = []
                 for amp in (False, True):
                     fitting = [
-                        f'{s} E={e}' for s, e in order
+                        (s, e) for s, e in known
                         if worst(by_key[(s, head, e,
                                          amp)], strategy) <= HEADROOM * gib
                     ]
-                    best.append(fitting[-1] if fitting else 'none')
+                    text = f'{fitting[-1][0]} E={fitting[-1][1]}' \
+                        if fitting else 'none'
+                    if fitting and fitting[-1] == known[-1] and unknown:
+                        text += '+'
+                    best.append(text)
                 cells.append(f'{best[0]} [{best[1]}]')
             lines.append(f'| {gib} GB | {head} | ' + ' | '.join(cells) + ' |')
+    missing = [f'{s} {h}' for s, h, _, _ in MODELS if (s, h) not in measured]
+    if missing:
+        lines += [
+            '', '+: the largest measured model fits; not measured: ' +
+            ', '.join(missing) + '.'
+        ]
     return '\n'.join(lines)
 
 
@@ -198,7 +221,7 @@ def main():
         results = json.loads(Path(args.out).read_text())
     indices = args.only if args.only is not None else range(len(MODELS))
     results = estimate_all(args.gpus, indices, results, args.out)
-    if len({(r['model'], r['head']) for r in results}) == len(MODELS):
+    if results:
         print(tables(results))
 
 
