@@ -147,8 +147,10 @@ def load_rmoe_state_dict(model: nn.Module,
             checkpoint for other MoE blocks or settings.
     """
     from rmoe_mm.moe.experts import remap_legacy_residual_keys
+    from rmoe_mm.moe.parallel import full_state_shapes
     state_dict = remap_legacy_residual_keys(state_dict)
-    model_state = model.state_dict()
+    # Shapes only: an expert-parallel model would gather its residuals.
+    model_state = full_state_shapes(model)
     moe_keys = _model_moe_keys(model, model_state)
     try:
         problem = family_problem(model, state_dict)
@@ -157,9 +159,8 @@ def load_rmoe_state_dict(model: nn.Module,
         if any(is_moe_key(k) for k in state_dict):
             _check_moe_match(model, state_dict, moe_keys)
         for key, value in state_dict.items():
-            if key in model_state and value.shape != model_state[key].shape:
-                raise _shape_error(model, key, value.shape,
-                                   model_state[key].shape)
+            if key in model_state and value.shape != model_state[key]:
+                raise _shape_error(model, key, value.shape, model_state[key])
     except CheckpointMismatchError as err:
         if not partial_loads_allowed():
             raise CheckpointMismatchError(
@@ -173,7 +174,7 @@ def load_rmoe_state_dict(model: nn.Module,
         state_dict = {
             k: v
             for k, v in state_dict.items()
-            if k not in model_state or v.shape == model_state[k].shape
+            if k not in model_state or v.shape == model_state[k]
         }
     with checked_load():  # checked above; the backbone's hook skips it
         model.load_state_dict(state_dict, strict=False)

@@ -22,6 +22,7 @@ from rmoe_mm.checkpoint.fit import guard_backbone_loads
 from rmoe_mm.converters.common import StateDict
 from rmoe_mm.converters.swin import DERIVED_BUFFERS, convert_swin_state_dict
 from rmoe_mm.moe.config import MoEConfig
+from rmoe_mm.moe.parallel import full_state_shapes
 from rmoe_mm.moe.placement import resolve_moe_blocks
 from rmoe_mm.registry import MODELS
 from .base import RMoEBackboneMixin
@@ -29,12 +30,12 @@ from .base import RMoEBackboneMixin
 #: Swin sizes of the paper (Liu et al. 2021, Table 1).
 SWIN_SIZES: Dict[str, dict] = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
-    'small': dict(embed_dims=96, depths=(2, 2, 18, 2),
-                  num_heads=(3, 6, 12, 24)),
-    'base': dict(embed_dims=128, depths=(2, 2, 18, 2),
-                 num_heads=(4, 8, 16, 32)),
-    'large': dict(embed_dims=192, depths=(2, 2, 18, 2),
-                  num_heads=(6, 12, 24, 48)),
+    'small':
+    dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base':
+    dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    'large':
+    dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
 }
 #: Window size -> the pretraining image size of the released checkpoints.
 SWIN_WINDOWS: Dict[int, int] = {7: 224, 12: 384}
@@ -204,7 +205,8 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
         0.02) and leaves the residuals at their construction-time noise."""
         SwinTransformer.init_weights(self)
 
-    def convert_state_dict(self, state_dict: StateDict,
+    def convert_state_dict(self,
+                           state_dict: StateDict,
                            source: str = '') -> Tuple[StateDict, str]:
         """Any layout of :mod:`rmoe_mm.converters.swin` -> the mm* one."""
         state_dict, layout = convert_swin_state_dict(state_dict)
@@ -221,21 +223,22 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
         """Drop the derived buffers (recomputed from this window size) and
         resize relative-position tables to this window, as mmseg does
         (bicubic), and absolute position embeddings to this grid."""
-        recomputed = [k for k in state_dict
-                      if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS]
+        recomputed = [
+            k for k in state_dict if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS
+        ]
         for key in recomputed:
             del state_dict[key]
-        own = self.state_dict()
+        own = full_state_shapes(self)  # no gather of expert shards
         for key, table in list(state_dict.items()):
             if not key.endswith('relative_position_bias_table') or \
                     key not in own:
                 continue
             (len_ckpt, heads_ckpt), (len_own, heads_own) = \
-                table.shape, own[key].shape
+                table.shape, own[key]
             if heads_ckpt == heads_own and len_ckpt != len_own:
                 window = (math.isqrt(len_own) + 1) // 2
                 state_dict[key] = resize_rel_pos_bias_table_simple(
-                    table, (window, window), own[key].shape)
+                    table, (window, window), own[key])
         pos = state_dict.get('absolute_pos_embed')
         own_pos = getattr(self, 'absolute_pos_embed', None)
         if pos is not None and self.use_abs_pos_embed and \
@@ -244,6 +247,8 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
             side = math.isqrt(own_pos.shape[1])
             state_dict['absolute_pos_embed'] = resample_abs_pos_embed(
                 pos, [side, side], num_prefix_tokens=0, antialias=False)
-        model_buffers = [k for k, _ in self.named_buffers()
-                         if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS]
+        model_buffers = [
+            k for k, _ in self.named_buffers()
+            if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS
+        ]
         return state_dict, sorted(set(recomputed) | set(model_buffers))

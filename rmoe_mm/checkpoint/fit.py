@@ -145,7 +145,7 @@ def family_problem(backbone: nn.Module,
     """Why ``state_dict`` (keys without ``prefix``) is the wrong backbone
     family for ``backbone``, or None when the families agree or are unknown.
     """
-    model_family = backbone_family(backbone.state_dict())
+    model_family = backbone_family(_own_shapes(backbone))
     ckpt_family = backbone_family(state_dict)
     if model_family is None or ckpt_family == model_family:
         return None
@@ -158,6 +158,14 @@ def family_problem(backbone: nn.Module,
             f"but the model's is {type(backbone).__name__} ({model_family}). "
             f'Use a {model_family} checkpoint, or a config whose backbone is '
             f"{ckpt_family or 'that family'}.")
+
+
+def _own_shapes(module: nn.Module) -> Dict[str, tuple]:
+    """Key -> shape of ``module.state_dict()``, without building it: an
+    expert-parallel model would gather its residuals (collectives, and
+    every expert in every rank's memory) only to read their shapes."""
+    from rmoe_mm.moe.parallel import full_state_shapes
+    return {k: tuple(v) for k, v in full_state_shapes(module).items()}
 
 
 def _moe_ffns(module: nn.Module) -> Dict[str, nn.Module]:
@@ -198,7 +206,7 @@ def check_backbone_state_dict(backbone: nn.Module,
     name = type(backbone).__name__
     where = f'the backbone {name}' + (f' (keys {prefix}*)' if prefix else '')
     fit = Fit(where)
-    own = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+    own = _own_shapes(backbone)
     from rmoe_mm.moe.experts import remap_legacy_residual_keys
 
     # Residual keys of rmoe_mm <= 0.1 are renamed by the layer's own load
@@ -327,7 +335,7 @@ def check_model_state_dict(model: nn.Module,
             check_backbone_state_dict(
                 backbone, state_dict, sub, allow_dense=mode == 'load_from'))
     rest = Fit(f'the model {type(model).__name__}')
-    own = {prefix + k: tuple(v.shape) for k, v in model.state_dict().items()}
+    own = {prefix + k: v for k, v in _own_shapes(model).items()}
 
     def outside(key):
         return key.startswith(prefix) and not any(

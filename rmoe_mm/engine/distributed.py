@@ -1,13 +1,15 @@
-"""Distributed training without CUDA: the gloo backend and a device-aware DDP.
+"""Distributed training: the gloo backend without CUDA, a DDP wrapper that
+knows about expert shards, and whole checkpoints.
 
 mmengine 0.10.7 assumes a GPU once ``launcher != 'none'``: ``init_dist``
 calls ``torch.cuda.set_device`` and ``Runner.wrap_model`` passes
 ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module. On a machine
 without CUDA, :func:`setup_distributed` initialises the process group with
-gloo itself (mmengine then skips its own initialisation) and selects
-:class:`DeviceAwareDistributedDataParallel`, so ``tools/dist_train.sh`` runs
-with CPU processes. With CUDA, nothing changes. The tools call it as an
-explicit step after reading the config.
+gloo itself (mmengine then skips its own initialisation). On any machine it
+selects :class:`DeviceAwareDistributedDataParallel` (which also keeps DDP
+away from expert-parallel residual shards) and adds ``GatherOnSaveHook``
+(checkpoints of sharded state). The tools call it as an explicit step after
+reading the config.
 """
 import os
 
@@ -16,10 +18,18 @@ import torch.distributed as torch_dist
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
+from rmoe_mm.moe.parallel import ignore_expert_shards_in_ddp
+
 
 @MODEL_WRAPPERS.register_module()
 class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
-    """``MMDistributedDataParallel`` that drops ``device_ids`` for a CPU module.
+    """``MMDistributedDataParallel`` that drops ``device_ids`` for a CPU module
+    and leaves expert-parallel residual shards alone.
+
+    The shards differ from rank to rank: DDP must neither broadcast them
+    from rank 0 when it wraps nor average them
+    (:func:`rmoe_mm.moe.parallel.ignore_expert_shards_in_ddp`, before every
+    wrap, so also when ``RMoEStageHook`` re-wraps).
 
     NOTE: mmengine only forwards ``device_ids`` to subclasses of torch's DDP;
     this class is one, so the runner passes them and we discard them here.
@@ -29,34 +39,45 @@ class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
         first = next(module.parameters(), None)
         if first is not None and first.device.type == 'cpu':
             device_ids = None
+        ignore_expert_shards_in_ddp(module)
         super().__init__(module=module, device_ids=device_ids, **kwargs)
 
 
 def setup_distributed(cfg, launcher: str) -> None:
     """Make ``cfg`` runnable under ``launcher`` on this machine (in place).
 
-    Sets ``cfg.launcher``; without CUDA and with ``launcher='pytorch'`` it
-    also initialises the gloo process group (from ``RANK`` and
-    ``WORLD_SIZE``) and selects :class:`DeviceAwareDistributedDataParallel`.
+    Sets ``cfg.launcher``. Without CUDA and with ``launcher='pytorch'`` it
+    initialises the gloo process group (from ``RANK`` and ``WORLD_SIZE``).
+    For every distributed launcher it selects
+    :class:`DeviceAwareDistributedDataParallel` (unless the config names a
+    wrapper) and adds ``GatherOnSaveHook`` to ``custom_hooks`` (unless
+    there).
     """
     cfg.launcher = launcher
-    if launcher == 'none' or torch.cuda.is_available():
+    if launcher == 'none':
         return
-    if launcher != 'pytorch':
-        raise RuntimeError(
-            f'--launcher {launcher} needs CUDA on this version of mmengine; '
-            'without a GPU use --launcher pytorch (tools/dist_train.sh), which '
-            'runs CPU processes with the gloo backend.')
-    if not torch_dist.is_initialized():
-        torch_dist.init_process_group(
-            backend='gloo',
-            rank=int(os.environ['RANK']),
-            world_size=int(os.environ['WORLD_SIZE']))
+    if not torch.cuda.is_available():
+        if launcher != 'pytorch':
+            raise RuntimeError(
+                f'--launcher {launcher} needs CUDA on this version of '
+                'mmengine; without a GPU use --launcher pytorch '
+                '(tools/dist_train.sh), which runs CPU processes with the '
+                'gloo backend.')
+        if not torch_dist.is_initialized():
+            torch_dist.init_process_group(
+                backend='gloo',
+                rank=int(os.environ['RANK']),
+                world_size=int(os.environ['WORLD_SIZE']))
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(
             type='DeviceAwareDistributedDataParallel',
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(
+            str(hook.get('type', '')).endswith('GatherOnSaveHook')
+            for hook in hooks if isinstance(hook, dict)):
+        cfg.custom_hooks = hooks + [dict(type='GatherOnSaveHook')]
 
 
 def destroy_distributed(wait_for_peers: bool = True) -> None:

@@ -10,6 +10,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
+import torch.distributed as dist
+
 from .router import BALANCE_LOSSES, ROUTER_TYPES
 
 #: How the expert outputs are combined; see :func:`.dispatch.combine`.
@@ -34,6 +36,13 @@ def check_number(name, value, low, integer=False, allow_none=False):
                         f'{" or None" if allow_none else ""}, got {value!r}')
     if value < low:
         raise ValueError(f'{name} must be >= {low}, got {value!r}')
+
+
+def _indivisible(num_experts: int, size: int) -> str:
+    return (f'expert parallelism over {size} ranks needs num_experts to be '
+            f'divisible by {size}, got num_experts={num_experts}; choose '
+            f'num_experts as a multiple of {size}, or expert_parallel_size '
+            f'as a divisor of {num_experts}')
 
 
 def _check_choice(name, value, choices):
@@ -67,6 +76,13 @@ class MoEConfig:
             (``y = sum_i g_i E_i(x)``). Default: ``'stopgrad'``.
         residual_rank (int, optional): Low-rank residual ``A_i B_i`` of this
             rank; None = full-size residuals. Default: None.
+        expert_parallel (bool): Under a process group of more than one
+            rank, spread each layer's experts over an expert-parallel group
+            of ranks (:mod:`rmoe_mm.moe.parallel`); a single process holds
+            every expert as usual. Default: False.
+        expert_parallel_size (int, optional): Ranks of an expert-parallel
+            group (consecutive ranks); must divide the world size and
+            ``num_experts``. None = the whole world. Default: None.
     """
 
     num_experts: int = 8
@@ -79,6 +95,8 @@ class MoEConfig:
     residual_std: float = 1e-4
     alignment: str = 'stopgrad'
     residual_rank: Optional[int] = None
+    expert_parallel: bool = False
+    expert_parallel_size: Optional[int] = None
 
     def __post_init__(self):
         check_number('num_experts', self.num_experts, 1, integer=True)
@@ -105,6 +123,46 @@ class MoEConfig:
             1,
             integer=True,
             allow_none=True)
+        if not isinstance(self.expert_parallel, bool):
+            raise TypeError('expert_parallel must be True or False, got '
+                            f'{self.expert_parallel!r}')
+        check_number(
+            'expert_parallel_size',
+            self.expert_parallel_size,
+            1,
+            integer=True,
+            allow_none=True)
+        if self.expert_parallel_size is not None and not self.expert_parallel:
+            raise ValueError(
+                f'expert_parallel_size={self.expert_parallel_size} is set but '
+                'expert_parallel is False; set expert_parallel=True too')
+        self.expert_parallel_group_size()  # checked once a group is known
+
+    def expert_parallel_group_size(self) -> Optional[int]:
+        """Ranks sharing each layer's experts under the current process
+        group, or None when the experts are not spread (expert parallelism
+        off, or no process group of more than one rank).
+
+        Raises:
+            ValueError: the group size does not divide the world size or
+                ``num_experts``.
+        """
+        if not self.expert_parallel or not dist.is_available() or \
+                not dist.is_initialized() or dist.get_world_size() == 1:
+            if self.expert_parallel_size and \
+                    self.num_experts % self.expert_parallel_size:
+                raise ValueError(
+                    _indivisible(self.num_experts, self.expert_parallel_size))
+            return None
+        world = dist.get_world_size()
+        size = self.expert_parallel_size or world
+        if world % size:
+            raise ValueError(
+                f'expert_parallel_size={size} does not divide the world size '
+                f'{world}: expert-parallel groups are consecutive ranks')
+        if self.num_experts % size:
+            raise ValueError(_indivisible(self.num_experts, size))
+        return size
 
     @classmethod
     def names(cls):

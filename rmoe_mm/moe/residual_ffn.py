@@ -34,8 +34,8 @@ from rmoe_mm.registry import MODELS
 from .aux_grad import inject_aux_grad
 from .config import MoEConfig, check_number
 from .dispatch import combine, expert_capacity, gather_rows, plan_dispatch
-from .experts import ExpertResiduals
 from .naming import RESIDUAL, ROUTER
+from .parallel import build_expert_residuals, expert_parallel_for
 from .router import Routing, TopKRouter
 from .router import balance_loss as compute_balance_loss
 
@@ -137,11 +137,18 @@ class RMoEFFN(BaseModule):
         self.gamma2 = LayerScale(embed_dims, scale=layer_scale_init_value) \
             if layer_scale_init_value > 0 else nn.Identity()
 
-        # The MoE-specific children, named by the contract of .naming.
+        # The MoE-specific children, named by the contract of .naming. With
+        # expert parallelism the residuals are this rank's experts only.
+        group_size = cfg.expert_parallel_group_size()
+        #: The :class:`~rmoe_mm.moe.parallel.ExpertParallel` that spreads the
+        #: experts over ranks, or None (every expert is here).
+        self.expert_parallel = None if group_size is None else \
+            expert_parallel_for(cfg.num_experts, group_size)
         self.add_module(
             RESIDUAL,
-            ExpertResiduals(cfg.num_experts, embed_dims, feedforward_channels,
-                            cfg.residual_rank, cfg.residual_std))
+            build_expert_residuals(cfg.num_experts, embed_dims,
+                                   feedforward_channels, cfg.residual_rank,
+                                   cfg.residual_std, self.expert_parallel))
         self.add_module(
             ROUTER,
             TopKRouter(embed_dims, cfg.num_experts, cfg.top_k, cfg.router,
@@ -240,8 +247,17 @@ class RMoEFFN(BaseModule):
         The one place where expert compute happens: ``rows [A, C]`` hold the
         tokens of expert 0, then expert 1, ..., ``counts[e]`` rows each;
         the result ``[A, C]`` is in the same order. Routing before and the
-        combine after do not depend on how this is computed.
+        combine after do not depend on how this is computed: with expert
+        parallelism the rows visit the ranks that hold their experts.
         """
+        if self.expert_parallel is None:
+            return self.run_local_experts(rows, counts)
+        if torch.is_grad_enabled():
+            self.expert_parallel.check_excluded_from_ddp(self.residual)
+        return self.expert_parallel.run(rows, counts, self.run_local_experts)
+
+    def run_local_experts(self, rows: Tensor, counts: Sequence[int]) -> Tensor:
+        """:meth:`run_experts` for the experts this rank holds."""
         fc1, activation, drop1 = self.layers[0]
         fc2, drop2 = self.layers[1], self.layers[2]
         hidden = drop1(activation(self.residual.fc1(rows, counts, fc1)))
@@ -308,7 +324,9 @@ class RMoEFFN(BaseModule):
         return (f'num_experts={self.num_experts}, top_k={self.top_k}, '
                 f'capacity_factor={self.capacity_factor}, '
                 f'alignment={self.alignment}, balance_loss={self.balance_loss}'
-                f'(weight={self.balance_loss_weight:g})')
+                f'(weight={self.balance_loss_weight:g})' +
+                ('' if self.expert_parallel is None else
+                 f', {self.expert_parallel}'))
 
 
 def rmoe_layers(model: nn.Module) -> Iterator[Tuple[str, RMoEFFN]]:

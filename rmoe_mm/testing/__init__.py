@@ -8,10 +8,10 @@ model, data and hooks of :mod:`.toy_rmoe` are registered in child registries
 """
 from .configs import CONFIG_DIR, build_model, head_channels, one_step_runner
 from .tools import (REPO_ROOT, TOY_NUM_TRAIN, TOY_NUM_VAL, TOY_SEED, TOY_SIZE,
-                    load_toy_data_tool, run_tool)
+                    load_tool, load_toy_data_tool, run_tool)
 
 __all__ = [
     'CONFIG_DIR', 'REPO_ROOT', 'TOY_NUM_TRAIN', 'TOY_NUM_VAL', 'TOY_SEED',
-    'TOY_SIZE', 'build_model', 'head_channels', 'load_toy_data_tool',
-    'one_step_runner', 'run_tool'
+    'TOY_SIZE', 'build_model', 'head_channels', 'load_tool',
+    'load_toy_data_tool', 'one_step_runner', 'run_tool'
 ]

@@ -16,13 +16,19 @@ TOY_SIZE = 64
 TOY_SEED = 0
 
 
-def load_toy_data_tool():
-    """Import tools/misc/make_toy_data.py by path (tools/ is no package)."""
-    path = REPO_ROOT / 'tools' / 'misc' / 'make_toy_data.py'
-    spec = importlib.util.spec_from_file_location('make_toy_data', path)
+def load_tool(path):
+    """Import a script of the checkout, e.g. ``'tools/test.py'``, by path
+    (tools/ is no package)."""
+    path = REPO_ROOT / path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_toy_data_tool():
+    """Import tools/misc/make_toy_data.py by path."""
+    return load_tool('tools/misc/make_toy_data.py')
 
 
 def run_tool(*args, timeout=600, env=None):

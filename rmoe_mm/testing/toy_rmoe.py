@@ -26,19 +26,24 @@ IN_DIMS, EMBED_DIMS, NUM_CLASSES, NUM_EXPERTS = 6, 8, 3, 4
 
 
 class ToyBackbone(nn.Module):
+    """Stem, norm (BatchNorm, or LayerNorm with ``batch_norm=False``),
+    dropout, RMoE FFN (``moe_cfg`` on top of the toy settings)."""
 
-    def __init__(self):
+    def __init__(self, moe_cfg=None, batch_norm=True, dropout=0.1):
         super().__init__()
         self.stem = nn.Linear(IN_DIMS, EMBED_DIMS)
-        self.norm = nn.BatchNorm1d(EMBED_DIMS)
-        self.drop = nn.Dropout(0.1)
+        self.norm = nn.BatchNorm1d(EMBED_DIMS) if batch_norm else \
+            nn.LayerNorm(EMBED_DIMS)
+        self.drop = nn.Dropout(dropout)
         self.ffn = RMoEFFN(
             EMBED_DIMS,
             2 * EMBED_DIMS,
-            num_experts=NUM_EXPERTS,
-            gate_noise=0.5,
-            residual_std=0.01,
-            balance_loss_weight=0.1)
+            moe_cfg=dict(
+                dict(
+                    num_experts=NUM_EXPERTS,
+                    gate_noise=0.5,
+                    residual_std=0.01,
+                    balance_loss_weight=0.1), **(moe_cfg or {})))
 
     def forward(self, x):
         return self.ffn(self.drop(self.norm(self.stem(x))))
@@ -46,13 +51,21 @@ class ToyBackbone(nn.Module):
 
 @MODELS.register_module()
 class ToyRMoEClassifier(BaseModel):
-    """Backbone (stem, BN, RMoE FFN) + a linear head, cross-entropy loss."""
+    """Backbone (stem, BN, RMoE FFN) + a linear head, cross-entropy loss.
 
-    def __init__(self, data_preprocessor=None, init_cfg=None):
+    ``moe_cfg``, ``batch_norm`` and ``dropout`` go to :class:`ToyBackbone`.
+    """
+
+    def __init__(self,
+                 data_preprocessor=None,
+                 init_cfg=None,
+                 moe_cfg=None,
+                 batch_norm=True,
+                 dropout=0.1):
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         torch.manual_seed(0)
-        self.backbone = ToyBackbone()
+        self.backbone = ToyBackbone(moe_cfg, batch_norm, dropout)
         self.head = nn.Linear(EMBED_DIMS, NUM_CLASSES)
 
     def forward(self, inputs, labels=None, mode='tensor'):
@@ -167,3 +180,56 @@ class RankParamsDumpHook(Hook):
 
     def after_train(self, runner):
         self._save(runner, f'rank{get_rank()}_params.pt')
+
+
+def eval_inputs(rank: int) -> torch.Tensor:
+    """Fixed inputs for rank ``rank``'s outputs at the end of training
+    (another count on every rank)."""
+    gen = torch.Generator().manual_seed(1000 + rank)
+    return torch.randn(5 + 3 * rank, IN_DIMS, generator=gen)
+
+
+@HOOKS.register_module()
+class TrainRecordHook(Hook):
+    """Records what a rank trained on and ended with, for comparisons with a
+    single-process reference: ``record_rank{r}.pt`` in the work dir holds
+    ``batches`` and ``losses`` per iteration, the model's ``state_dict()``
+    at the end (a collective for expert-parallel models: every rank
+    records), its ``params`` and its outputs ``logits`` on
+    :func:`eval_inputs`."""
+
+    priority = 'LOWEST'
+
+    def before_run(self, runner):
+        self.batches, self.losses = {}, {}
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.batches[runner.iter] = {
+            k: v.clone()
+            for k, v in data_batch.items()
+        }
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
+                         outputs=None):
+        self.losses[runner.iter] = float(outputs['loss'])
+
+    def after_train(self, runner):
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        model.eval()
+        with torch.no_grad():
+            logits = model(eval_inputs(get_rank()))
+        record = dict(
+            batches=self.batches,
+            losses=self.losses,
+            state=model.state_dict(),
+            params={
+                n: p.detach().clone()
+                for n, p in model.named_parameters()
+            },
+            logits=logits)
+        torch.save(record,
+                   osp.join(runner.work_dir, f'record_rank{get_rank()}.pt'))
