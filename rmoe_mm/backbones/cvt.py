@@ -32,6 +32,7 @@ from mmengine.runner import CheckpointLoader
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from rmoe_mm.classification import move_final_norm
 from rmoe_mm.converters.common import extract_backbone_state_dict
 from rmoe_mm.converters.cvt import convert_cvt_state_dict
 from rmoe_mm.converters.loading import load_rmoe_state_dict, rmoe_ffn_names
@@ -350,16 +351,19 @@ class CvTStage(BaseModule):
                      **block_kwargs) for i in range(depth)
         ])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``[B, C_in, H, W]`` to the stage output ``[B, C, H', W']``."""
+    def forward(self, x: torch.Tensor, return_cls_token: bool = False):
+        """Map ``[B, C_in, H, W]`` to the stage output ``[B, C, H', W']``
+        (and, with ``return_cls_token``, the cls token ``[B, C]``)."""
         x, hw_shape = self.patch_embed(x)
         if self.with_cls_token:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         for block in self.blocks:
             x = block(x, hw_shape)
+        cls_token = None
         if self.with_cls_token:
-            x = x[:, 1:]
-        return _tokens_to_map(x, hw_shape)
+            cls_token, x = x[:, 0], x[:, 1:]
+        x = _tokens_to_map(x, hw_shape)
+        return (x, cls_token) if return_cls_token else x
 
 
 def _drop_path_rates(drop_path_rate: Union[float, Sequence[float]],
@@ -451,8 +455,14 @@ class CvT(BaseModule):
             Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=...)`` loads an official, transformers or rmoe_mm CvT
-            checkpoint; None initialises as the official code does.
-            Defaults to None.
+            checkpoint (``final_norm=True`` also loads its final norm into
+            the last output norm, for classifiers); None initialises as the
+            official code does. Defaults to None.
+        out_type (str): ``'featmap'``: feature maps of ``out_indices``;
+            ``'cls_token'``: the last stage's normalised cls token ``[B, C]``
+            only, the official CvT classifier's input (needs the last stage
+            to carry a cls token, ``out_indices=(2,)`` and ``out_norm``).
+            Defaults to ``'featmap'``.
     """
 
     arch_zoo = {
@@ -464,6 +474,7 @@ class CvT(BaseModule):
                     num_heads=(3, 12, 16)),
     }
     EXTRA_LEVELS = ('conv', 'pool', None)
+    OUT_TYPES = ('featmap', 'cls_token')
 
     def __init__(self,
                  arch: Union[str, Dict] = '13',
@@ -492,7 +503,8 @@ class CvT(BaseModule):
                  with_cp: bool = False,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 out_type: str = 'featmap'):
         super().__init__(init_cfg)
         arch_cfg = self._parse_arch(arch)
         self.embed_dims = list(arch_cfg['embed_dims'])
@@ -518,6 +530,18 @@ class CvT(BaseModule):
                 raise ValueError(
                     f'out_indices holds {index}, but the backbone has '
                     f'{num_levels} levels (extra_level={extra_level!r})')
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got '
+                             f'{out_type!r}')
+        if out_type == 'cls_token' and (
+                list(out_indices) != [num_stages - 1]
+                or not with_cls_token[-1] or not out_norm):
+            raise ValueError(
+                "out_type='cls_token' needs out_indices=(2,) (the last "
+                'stage only), a cls token in the last stage and out_norm; '
+                f'got out_indices={tuple(out_indices)}, with_cls_token='
+                f'{tuple(with_cls_token)}, out_norm={out_norm}')
+        self.out_type = out_type
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in -1..{num_stages}, got '
                              f'{frozen_stages}')
@@ -619,9 +643,11 @@ class CvT(BaseModule):
                 "dict(type='Pretrained', checkpoint=...), got "
                 f'{self.init_cfg}')
         self.load_pretrained(self.init_cfg['checkpoint'],
-                             prefix=self.init_cfg.get('prefix'))
+                             prefix=self.init_cfg.get('prefix'),
+                             final_norm=self.init_cfg.get('final_norm', False))
 
-    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None):
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
+                        final_norm: bool = False):
         """Load a CvT checkpoint file of any layout in :mod:`rmoe_mm.converters.cvt`.
 
         Dense checkpoints fill RMoE cores; the classifier, the final norm and
@@ -631,6 +657,9 @@ class CvT(BaseModule):
             checkpoint: path or URL of a dense or RMoE CvT checkpoint.
             prefix: the backbone's prefix in a whole-model checkpoint; by
                 default ``backbone.`` is used when present.
+            final_norm: load the checkpoint's final norm (official
+                ``norm``) into the last stage's output norm, as a classifier
+                needs (:func:`rmoe_mm.classification.move_final_norm`).
 
         Returns:
             LoadReport: what was loaded, initialised and ignored (also
@@ -640,8 +669,20 @@ class CvT(BaseModule):
             checkpoint, map_location='cpu', logger='current')
         state_dict, ignored = extract_backbone_state_dict(ckpt, prefix)
         state_dict, layout = convert_cvt_state_dict(state_dict)
+        if final_norm:
+            state_dict = move_final_norm(state_dict, self._final_norm_name())
         return load_rmoe_state_dict(self, state_dict, source=str(checkpoint),
                                     layout=layout, ignored=ignored)
+
+    def _final_norm_name(self) -> str:
+        """The last stage's output norm: a classifier's final norm."""
+        name = f'norm{len(self.stages) - 1}'
+        if not hasattr(self, name):
+            raise ValueError(
+                f'init_cfg final_norm=True loads the final norm into {name}, '
+                'but this backbone has none: put the last stage in '
+                'out_indices')
+        return name
 
     # -------------------------------------------------------------- training
     def _freeze_stages(self) -> None:
@@ -665,6 +706,11 @@ class CvT(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Feature maps ``[B, C_i, H / s_i, W / s_i]`` for ``out_indices``."""
+        if self.out_type == 'cls_token':
+            for stage in self.stages[:-1]:
+                x = stage(x)
+            _, cls_token = self.stages[-1](x, return_cls_token=True)
+            return (getattr(self, f'norm{len(self.stages) - 1}')(cls_token), )
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)

@@ -18,6 +18,8 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.models.backbones.swin import SwinTransformer
 
+from rmoe_mm.backbones.swin_window_rule import apply_official_window_rule
+from rmoe_mm.classification import move_final_norm
 from rmoe_mm.converters.common import extract_backbone_state_dict
 from rmoe_mm.converters.loading import load_rmoe_state_dict
 from rmoe_mm.converters.swin import DERIVED_BUFFERS, convert_swin_state_dict
@@ -141,8 +143,9 @@ class RMoESwinTransformer(SwinTransformer):
             MoE routers and residuals are frozen too. Default: -1.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=PATH[, prefix='backbone.'])`` with a dense or RMoE Swin
-            checkpoint in any layout of :mod:`rmoe_mm.converters.swin`.
-            Default: None.
+            checkpoint in any layout of :mod:`rmoe_mm.converters.swin`;
+            ``final_norm=True`` also loads the checkpoint's final norm into
+            the last output norm (classifiers). Default: None.
         arch (str, optional): Named size preset (see :data:`ARCH_SETTINGS`):
             fills ``embed_dims``, ``depths``, ``num_heads``, ``window_size``
             and ``pretrain_img_size`` left at None; explicit values must
@@ -157,6 +160,11 @@ class RMoESwinTransformer(SwinTransformer):
             gate_noise, capacity_factor, balance_loss, balance_loss_weight,
             residual_std, alignment, residual_rank). Default: None, the
             RMoEFFN defaults (8 experts, top-1).
+        official_window_rule (bool): Where a stage's feature map at
+            ``pretrain_img_size`` is not larger than the window, turn the
+            shift off and shrink the window to the map, as the official Swin
+            does (:mod:`.swin_window_rule`); needed for the official logits
+            of the ImageNet checkpoints. Default: False (mmseg's Swin).
     """
 
     def __init__(self,
@@ -187,7 +195,8 @@ class RMoESwinTransformer(SwinTransformer):
                  *,
                  arch: Optional[str] = None,
                  moe_blocks=None,
-                 moe_cfg: Optional[dict] = None):
+                 moe_cfg: Optional[dict] = None,
+                 official_window_rule: bool = False):
         sizes = _resolve_arch(
             arch,
             embed_dims=embed_dims,
@@ -223,6 +232,10 @@ class RMoESwinTransformer(SwinTransformer):
             **sizes)
         self.arch = arch
         self.convert_weights = convert_weights
+        #: Blocks changed by the official window rule (empty when it is off).
+        self.window_rule_changes = apply_official_window_rule(
+            self.stages, sizes['pretrain_img_size'],
+            strides) if official_window_rule else []
         self.moe_cfg = copy.deepcopy(moe_cfg) or {}
         #: Sorted block indices with an RMoE FFN, one list per stage.
         self.moe_blocks = [sorted(stage) for stage in resolved_blocks]
@@ -230,6 +243,11 @@ class RMoESwinTransformer(SwinTransformer):
             for index in blocks:
                 block = stage.blocks[index]
                 block.ffn = convert_ffn_to_moe(block.ffn, self.moe_cfg)
+
+    def forward(self, x):
+        """mmseg's Swin forward; the outputs as a tuple, which mmpretrain's
+        necks require (mmseg's and mmdet's heads take either)."""
+        return tuple(super().forward(x))
 
     # ------------------------------------------------------------ weights
     def init_weights(self):
@@ -250,15 +268,20 @@ class RMoESwinTransformer(SwinTransformer):
                 "dict(type='Pretrained', checkpoint=...), got "
                 f'{self.init_cfg}')
         self.load_pretrained(self.init_cfg['checkpoint'],
-                             prefix=self.init_cfg.get('prefix'))
+                             prefix=self.init_cfg.get('prefix'),
+                             final_norm=self.init_cfg.get('final_norm', False))
 
-    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None):
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
+                        final_norm: bool = False):
         """Load a Swin checkpoint file of any supported layout.
 
         Args:
             checkpoint: path (or URL) of a dense or RMoE Swin checkpoint.
             prefix: the backbone's prefix in a whole-model checkpoint; by
                 default ``backbone.`` is used when present.
+            final_norm: load the checkpoint's final norm (official ``norm``,
+                after the last stage) into the last stage's output norm, as
+                a classifier needs (mmseg and mmdet leave it out).
 
         Returns:
             LoadReport: what was loaded, initialised and ignored (also
@@ -274,6 +297,8 @@ class RMoESwinTransformer(SwinTransformer):
                 'init_cfg=None to train from scratch)') from err
         state_dict, ignored = extract_backbone_state_dict(ckpt, prefix)
         state_dict, layout = convert_swin_state_dict(state_dict)
+        if final_norm:
+            state_dict = move_final_norm(state_dict, self._final_norm_name())
         official = layout in ('official', 'timm')
         if bool(self.convert_weights) != official:
             print_log(
@@ -294,6 +319,16 @@ class RMoESwinTransformer(SwinTransformer):
             layout=layout,
             ignored=ignored,
             recomputed=sorted(set(recomputed) | set(model_buffers)))
+
+    def _final_norm_name(self) -> str:
+        """The last stage's output norm: a classifier's final norm."""
+        name = f'norm{len(self.stages) - 1}'
+        if not hasattr(self, name):
+            raise ValueError(
+                f'init_cfg final_norm=True loads the final norm into {name}, '
+                'but this backbone has none: put the last stage in '
+                'out_indices')
+        return name
 
     def _fit_position_tables(self, state_dict):
         """Resize relative-position tables to this window, as mmseg does

@@ -145,7 +145,8 @@ class Stage(nn.Module):
 
 
 class OfficialCvT(nn.Module):
-    """``ConvolutionalVisionTransformer``; ``forward`` returns every stage map."""
+    """``ConvolutionalVisionTransformer``; ``forward`` returns every stage map,
+    ``logits`` the classifier's output."""
 
     def __init__(self, dims, depths, heads, with_cls_token=(False, False, True),
                  patch_sizes=(7, 3, 3), patch_strides=(4, 2, 2),
@@ -168,6 +169,12 @@ class OfficialCvT(nn.Module):
             x, _ = getattr(self, f'stage{i}')(x)
             outs.append(x)
         return outs
+
+    def logits(self, x):
+        """The classifier: the last stage's cls token -> norm -> head."""
+        for i in range(self.num_stages):
+            x, cls_tokens = getattr(self, f'stage{i}')(x)
+        return self.head(self.norm(cls_tokens).squeeze(1))
 
 
 def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
