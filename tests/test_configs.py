@@ -15,7 +15,7 @@ from rmoe_mm.backbones import RMoESwinTransformer
 from rmoe_mm.moe import RMoEFFN
 CONFIGS = sorted(p.relative_to(CONFIG_DIR).as_posix()
                  for p in CONFIG_DIR.rglob('*.py')
-                 if '_base_' not in p.parts)
+                 if '_base_' not in p.parts and 'specs' not in p.parts)
 
 # Full-size RMoE Swin configs: (embed_dims, depths, window) of the backbone
 # and the neck / decode-head input channels it must feed.

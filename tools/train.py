@@ -1,9 +1,10 @@
-"""Train a segmentor or detector (mmseg / mmdet 3.x command line).
+"""Train a segmentor, detector or classifier (mmseg / mmdet / mmpretrain CLI).
 
     python tools/train.py CONFIG [--work-dir W] [--resume [CKPT]] [--amp]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 
-Works for ``default_scope='mmseg'`` and ``'mmdet'`` configs alike. Importing
+Works for ``default_scope='mmseg'``, ``'mmdet'`` and ``'mmpretrain'``
+configs alike (the upstream classification stage is mmpretrain's). Importing
 ``rmoe_mm`` registers its modules and the checkpoint allow-list, so
 ``--resume`` and ``load_from`` work on torch >= 2.6.
 """
@@ -17,7 +18,8 @@ from rmoe_mm.engine import build_runner, enable_amp, load_config, run_then_destr
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a segmentor or detector')
+    parser = argparse.ArgumentParser(
+        description='Train a segmentor, detector or classifier')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(

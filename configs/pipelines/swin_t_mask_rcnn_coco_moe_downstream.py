@@ -1,9 +1,10 @@
-# Swin-T Mask R-CNN COCO, full-MoE upper bound (sparse upcycling): the dense
-# Swin-T checkpoint converted to MoE, one MoE "upstream" epoch with
-# everything training, then the dense 1x schedule shifted by one epoch. Only
-# the frozen core distinguishes it from RMoE-I, so this config is RMoE-I's
-# with nothing frozen in the first stage.
-_base_ = ['./swin_t_mask_rcnn_coco_rmoe_i.py']
+# Swin-T Mask R-CNN COCO, full MoE upcycled on the downstream data (a
+# variant of the upper bound; the paper's, an MoE pretrained upstream, is
+# swin_t_mask_rcnn_coco_moe_upstream.py): the dense Swin-T checkpoint
+# converted to MoE, a first epoch on COCO with everything training, then the
+# dense 1x schedule shifted by one epoch. Only the frozen core distinguishes
+# it from swin_t_mask_rcnn_coco_rmoe_i_downstream.py.
+_base_ = ['./swin_t_mask_rcnn_coco_rmoe_i_downstream.py']
 
 custom_hooks = [
     dict(type='RMoEStageHook', by_epoch=True, stages=[

@@ -1,10 +1,10 @@
-# Toy COCO, full-MoE upper bound (sparse upcycling): the dense upstream
-# checkpoint converted to MoE (every expert a copy of the dense FFN plus
-# small noise, new routers) and trained with everything from the start: an
-# MoE "upstream" stage as long as RMoE-I's intermediate stage, then the same
-# finetune schedule. Only the frozen core distinguishes it from RMoE-I, so
-# this config is RMoE-I's with nothing frozen in the first stage.
-_base_ = ['./swin_mask_rcnn_toy_coco_rmoe_i.py']
+# Toy COCO, full MoE upcycled on the downstream data (a variant of the upper
+# bound; the paper's is swin_mask_rcnn_toy_coco_moe_upstream.py): the dense
+# toy classifier converted to MoE and trained with everything from the
+# start, a first stage as long as RMoE-I-downstream's intermediate stage,
+# then the same finetune schedule. Only the frozen core distinguishes it
+# from swin_mask_rcnn_toy_coco_rmoe_i_downstream.py.
+_base_ = ['./swin_mask_rcnn_toy_coco_rmoe_i_downstream.py']
 
 custom_hooks = [
     dict(type='RMoEStageHook', stages=[
