@@ -2,7 +2,8 @@
 # of the upstream intermediate stage (configs/upstream/
 # rmoe_cvt13_in1k_intermediate.py: the official CvT-13, then 5 ImageNet-1k
 # epochs with the core frozen) finetuned on ADE20K with everything training,
-# on the dense CvT-13 UperNet's 160k schedule (configs/cvt13_upernet_ade20k.py).
+# on the dense CvT-13 UperNet's 160k schedule
+# (configs/cvt13_upernet_ade20k.py).
 # Its backbone (cores, residuals, routers, cls token, last norm) loads from
 # the whole-classifier checkpoint; the classification head is left out.
 _base_ = ['../rmoe_cvt13_upernet_ade20k.py']

@@ -5,5 +5,6 @@
 _base_ = ['./rmoe_swin_b_in22k_intermediate.py']
 dense_checkpoint = 'checkpoints/swin_large_patch4_window12_384_22k.pth'
 model = dict(
-    backbone=dict(arch='large-w12', init_cfg=dict(checkpoint=dense_checkpoint)),
+    backbone=dict(
+        arch='large-w12', init_cfg=dict(checkpoint=dense_checkpoint)),
     head=dict(in_channels=1536, init_cfg=dict(checkpoint=dense_checkpoint)))

@@ -1,7 +1,8 @@
 # Toy ADE20K, RMoE-D: the dense toy classifier converted to RMoE (cores from
 # its FFNs, new residuals and routers) and finetuned with everything
 # training. It is the dense pipeline (same checkpoint, same schedule, by
-# inheritance) with the backbone of configs/toy/rmoe_swin_upernet_toy_ade20k.py.
+# inheritance) with the backbone of
+# configs/toy/rmoe_swin_upernet_toy_ade20k.py.
 _base_ = ['./swin_upernet_toy_ade20k_dense.py']
 model = dict(
     backbone=dict(moe_blocks=None, moe_cfg=dict(num_experts=8, top_k=1)))
