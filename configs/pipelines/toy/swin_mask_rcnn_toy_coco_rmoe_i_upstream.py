@@ -1,7 +1,8 @@
 # Toy COCO, RMoE-I as in the paper: the RMoE classifier of the upstream
 # intermediate stage (configs/upstream/toy/
-# rmoe_swin_toy_imagenet_intermediate.py) finetuned with everything training; its whole backbone loads, residuals
-# and routers included. Same schedule as the dense pipeline.
+# rmoe_swin_toy_imagenet_intermediate.py) finetuned with everything
+# training; its whole backbone loads, residuals and routers included. Same
+# schedule as the dense pipeline.
 _base_ = ['./swin_mask_rcnn_toy_coco_rmoe_d.py']
 upstream_checkpoint = \
     'work_dirs/upstream/rmoe_swin_toy_imagenet_intermediate/iter_100.pth'
