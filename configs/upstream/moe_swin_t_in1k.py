@@ -1,21 +1,15 @@
 # The full-MoE upper bound's upstream stage as in the paper: Swin-T with
 # MoE FFNs (the RMoE layout: odd blocks of stages 3-4, 8 experts, top-1)
-# trained from scratch on ImageNet-1k with mmpretrain's Swin-T recipe, the
-# dense pretraining's 300 epochs, everything training. The experts start
-# independent (core and residual both drawn with std 0.02). This is the
-# expensive stage RMoE avoids; tools/analysis/pipeline_cost.py prices it.
-# Downstream: configs/pipelines/swin_t_*_moe_upstream.py read
+# trained from scratch on ImageNet-1k on the dense pretraining's recipe and
+# schedule (swin_t_in1k.py: mmpretrain's, 300 epochs), everything training.
+# The experts start independent (core and residual both drawn with std
+# 0.02). This is the expensive stage RMoE avoids;
+# tools/analysis/pipeline_cost.py prices it. Downstream:
+# configs/pipelines/swin_t_*_moe_upstream.py read
 # work_dirs/moe_swin_t_in1k/epoch_300.pth.
-_base_ = ['mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py']
-custom_imports = dict(imports=['rmoe_mm'], allow_failed_imports=False)
+_base_ = ['./swin_t_in1k.py']
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='RMoESwinTransformer',
-        arch='tiny',
-        drop_path_rate=0.2,
-        out_indices=(3, ),
-        official_window_rule=True,
         moe_blocks=None,
         moe_cfg=dict(num_experts=8, top_k=1, residual_std=0.02)))
 custom_hooks = [

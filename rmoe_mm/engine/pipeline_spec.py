@@ -8,12 +8,13 @@ A spec is an mmengine config file (``configs/pipelines/specs/``) with
   initialises it (every ``init_cfg.checkpoint`` of its model is pointed
   there); ``shared`` stages run once for all seeds (the pretrained models a
   reproduction starts from, as the paper's official checkpoints); ``options``
-  are ``--cfg-options`` for that run.
+  are ``--cfg-options`` for that run; ``cost`` holds what the cost tool needs
+  and the config does not say (``world_size``: GPUs, default 1;
+  ``dataset_size``: images per epoch, for epoch-based schedules).
 - ``pipelines``: name -> the stage it ends with; its other stages follow
   from ``init_from``.
-- optional ``metrics`` (the keys to report, e.g. ``['mIoU']``), ``data``
-  (toy datasets to generate: ``dict(dataset=..., preset=...)``) and
-  ``schedules`` (for the cost tool, see ``tools/analysis/pipeline_cost.py``).
+- optional ``metrics`` (the keys to report, e.g. ``['mIoU']``) and ``data``
+  (toy datasets to generate: ``dict(dataset=..., preset=...)``).
 
 ``tools/analysis/compare_pipelines.py`` runs the stages; the cost tool
 (``tools/analysis/pipeline_cost.py``) prices them.
@@ -22,7 +23,7 @@ from typing import Dict, List, Optional
 
 from mmengine.config import Config
 
-STAGE_KEYS = {'config', 'init_from', 'shared', 'options'}
+STAGE_KEYS = {'config', 'init_from', 'shared', 'options', 'cost'}
 
 
 class PipelineSpec:
@@ -55,6 +56,7 @@ class PipelineSpec:
             stage.setdefault('init_from', None)
             stage.setdefault('shared', False)
             stage['options'] = dict(stage.get('options') or {})
+            stage['cost'] = dict(stage.get('cost') or {})
             self.stages[name] = stage
         for name, stage in self.stages.items():
             if stage['init_from'] is not None and \
