@@ -92,7 +92,8 @@ def test_rmoe_ffn_behind_a_trained_layer_also_pays_its_input_gradient(tool):
 
 
 def test_stage_modes_and_images_follow_the_stage_hook(tool):
-    cfg = Config.fromfile(PIPELINES / 'swin_t_mask_rcnn_coco_rmoe_i_downstream.py')
+    cfg = Config.fromfile(PIPELINES /
+                          'swin_t_mask_rcnn_coco_rmoe_i_downstream.py')
     modes = tool.stage_modes(cfg)
     assert [(m[0], m[1]) for m in modes] == [('intermediate', ('core', )),
                                              ('finetune', ())]

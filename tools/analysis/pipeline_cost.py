@@ -324,9 +324,9 @@ def stage_modes(cfg):
     if hook is None:
         return [('train', (), 1.)]
     if bool(hook.get('by_epoch', False)) != by_epoch:
-        raise ValueError(f'{cfg.filename}: RMoEStageHook counts '
-                         f'{"epochs" if hook.get("by_epoch") else "iterations"}'
-                         ' but the schedule the other unit')
+        unit = 'epochs' if hook.get('by_epoch') else 'iterations'
+        raise ValueError(f'{cfg.filename}: RMoEStageHook counts {unit} but '
+                         'the train loop the other unit')
     stages = list(hook['stages'])
     modes = []
     for i, stage in enumerate(stages):
@@ -341,8 +341,8 @@ def stage_modes(cfg):
 def run_length(cfg):
     """``(by_epoch, max_epochs or max_iters)`` of the config's train loop."""
     train = cfg.train_cfg
-    by_epoch = train.get('by_epoch', train.get('type') == 'EpochBasedTrainLoop')
-    if 'max_epochs' in train and train.get('type') != 'IterBasedTrainLoop':
+    if 'max_epochs' in train and train.get('by_epoch', True) and \
+            train.get('type') != 'IterBasedTrainLoop':
         return True, train['max_epochs']
     return False, train['max_iters']
 

@@ -1,6 +1,7 @@
 # The pipelines of Swin-T UperNet on ADE20K at full scale, for
 # tools/analysis/pipeline_cost.py (and, given the data and GPUs,
-# tools/analysis/compare_pipelines.py; format: rmoe_mm/engine/pipeline_spec.py).
+# tools/analysis/compare_pipelines.py; format:
+# rmoe_mm/engine/pipeline_spec.py).
 #
 # `cost` holds what the configs do not say. Defaults, from the recipes the
 # configs follow: ImageNet-1k has 1,281,167 training images; mmpretrain's
