@@ -9,8 +9,8 @@ pipeline and which checkpoint each starts from. Every stage runs as
 ``tools/train.py CONFIG --work-dir W/<stage>/<seed>`` (shared stages once,
 under ``W/<stage>/shared``), its whole output in ``console.log`` there; the
 console shows one progress line per run (iteration, ETA, loss). A run whose
-``result.json`` exists is reused, so an interrupted comparison continues
-where it stopped. The metric of a pipeline is the validation metric its last
+``result.json`` exists is reused (unless ``--rerun``), so an interrupted
+comparison continues where it stopped. The metric of a pipeline is the validation metric its last
 stage reports at its last iteration.
 
 Writes ``W/comparison.json`` (per run: stage, seed, config, checkpoint,
@@ -61,6 +61,9 @@ def parse_args(argv=None):
     parser.add_argument('--log-every', type=float, default=60.,
                         help='seconds between progress lines when the '
                         'console is not a terminal')
+    parser.add_argument('--rerun', action='store_true',
+                        help='run every stage again, even one whose '
+                        'result.json exists')
     parser.add_argument('--title', default=None, help='title of the PNG')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides merged into the spec')
@@ -196,7 +199,7 @@ def run_stage(spec, stage, seed, args, env, results):
         parent = run_stage(spec, info['init_from'], seed, args, env, results)
     work_dir = run_dir(args.work_dir, spec, stage, seed)
     result_file = osp.join(work_dir, 'result.json')
-    if osp.exists(result_file):
+    if osp.exists(result_file) and not args.rerun:
         with open(result_file) as f:
             result = json.load(f)
         print(f'{stage} ({osp.basename(work_dir)}): done before, reused '

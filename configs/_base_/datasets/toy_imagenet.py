@@ -1,5 +1,5 @@
 # Toy ImageNet written by tools/misc/make_toy_data.py (128 px images, 16
-# classes; `--preset hard`: 32 classes in data/toy_imagenet_hard). Modeled on
+# classes; `--preset hard`: 26 classes in data/toy_imagenet_hard). Modeled on
 # mmpretrain's _base_/datasets/imagenet_bs64_swin_224.py, scaled down for a
 # 2-core CPU: 128 px crops, no RandAugment / RandomErasing (colour and texture
 # are the classes' cues), batch 16, no worker processes. The class folders

@@ -1,34 +1,52 @@
 # The toy ADE20K pipelines on the hard preset (`make_toy_data.py --preset
-# hard`: 40 classes, small overlapping objects, context classes; toy
-# ImageNet with 32 classes), with the standard preset's configs and
-# schedules: only the data and the classifier's class count change.
+# hard`: 34 classes of which 24 objects sharing attributes pairwise, small
+# overlapping objects, three scene types, context classes; toy ImageNet with
+# 26 classes), with the standard preset's configs and longer schedules:
+# 1000 iterations of upstream pretraining (dense and MoE, run once), 150 of
+# RMoE-I's intermediate stage and 500 of every downstream finetune. The
+# downstream-first-stage variants are left out (their schedules have another
+# shape).
 _base_ = ['./swin_upernet_toy_ade20k.py']
 data = [
     dict(dataset='imagenet', preset='hard'),
     dict(dataset='ade20k', preset='hard'),
 ]
-_imagenet = {
-    f'{split}_dataloader.dataset.data_root': 'data/toy_imagenet_hard'
-    for split in ('train', 'val', 'test')
-}
-_imagenet.update({
-    'model.head.num_classes': 32,
-    'data_preprocessor.num_classes': 32
-})
-_ade20k = {
-    f'{split}_dataloader.dataset.data_root':
-    'data/toy_ade20k_hard/ADEChallengeData2016'
-    for split in ('train', 'val', 'test')
-}
+
+
+def _options(root, iters, **extra):
+    options = {
+        f'{split}_dataloader.dataset.data_root': root
+        for split in ('train', 'val', 'test')
+    }
+    options.update({
+        'train_cfg.max_iters': iters,
+        'train_cfg.val_interval': iters,
+        'param_scheduler.1.end': iters,  # the decay after the warm-up
+        'default_hooks.checkpoint.interval': iters,
+    })
+    options.update(extra)
+    return options
+
+
+_classes = {'model.head.num_classes': 26, 'data_preprocessor.num_classes': 26}
+_pretrain = _options('data/toy_imagenet_hard', 1000, **_classes)
+_intermediate = _options('data/toy_imagenet_hard', 150, **_classes)
+_finetune = _options('data/toy_ade20k_hard/ADEChallengeData2016', 500)
 stages = dict(
-    dense_pretrain=dict(options=_imagenet),
-    moe_pretrain=dict(options=_imagenet),
-    rmoe_intermediate=dict(options=_imagenet),
-    dense=dict(options=_ade20k),
-    rmoe_d=dict(options=_ade20k),
-    rmoe_i=dict(options=_ade20k),
-    rmoe_i_frozen_experts=dict(options=_ade20k),
-    full_moe=dict(options=_ade20k),
-    rmoe_i_downstream=dict(options=_ade20k),
-    moe_downstream=dict(options=_ade20k),
+    dense_pretrain=dict(options=_pretrain),
+    moe_pretrain=dict(options=_pretrain),
+    rmoe_intermediate=dict(options=_intermediate),
+    dense=dict(options=_finetune),
+    rmoe_d=dict(options=_finetune),
+    rmoe_i=dict(options=_finetune),
+    rmoe_i_frozen_experts=dict(options=_finetune),
+    full_moe=dict(options=_finetune),
+)
+pipelines = dict(
+    _delete_=True,
+    dense='dense',
+    full_moe='full_moe',
+    rmoe_d='rmoe_d',
+    rmoe_i='rmoe_i',
+    rmoe_i_frozen_experts='rmoe_i_frozen_experts',
 )
