@@ -22,10 +22,12 @@ pipelines the tool reads
 - its **time per iteration** in each of those modes, measured here: full
   training iterations (``model.train_step``: preprocessing, forward,
   backward, optimizer step) on a synthetic batch of ``--batch-size`` images
-  at the config's training input size times ``--scale``, every variant
-  interleaved with the others (so that other load on the machine hits them
-  alike), median of ``--repeats``; the time per image is the median over
-  the batch size;
+  (0: the config's own per-GPU batch) at the config's training input size
+  times ``--scale``, every variant interleaved with the others (so that
+  other load on the machine hits them alike), median of ``--repeats``; the
+  time per image is the median over the batch size. NOTE an MoE layer's
+  overhead per image depends on the tokens each expert gets per call: time
+  at the configs' batch sizes and input sizes for figures to quote;
 - its **training FLOPs per image** in each mode, counted at the config's
   input size (``--scale`` applies): forward FLOPs per matmul and convolution
   as fvcore / torch's flop counter count them (2 per multiply-add), and the
@@ -235,6 +237,16 @@ def freeze(model, roles):
             module.eval()
 
 
+def fit_preprocessor(cfg, size):
+    """A data preprocessor that pads to a fixed size (mmseg's ``size``)
+    pads to ``size`` instead, so a scaled input stays scaled."""
+    for preprocessor in (cfg.get('data_preprocessor'),
+                         cfg.model.get('data_preprocessor')):
+        if isinstance(preprocessor, dict) and \
+                preprocessor.get('size') is not None:
+            preprocessor['size'] = tuple(size)
+
+
 def _pipeline_of(cfg):
     dataset = cfg.train_dataloader.dataset
     while 'pipeline' not in dataset and 'dataset' in dataset:
@@ -361,7 +373,7 @@ def stage_images(cfg, cost):
 
 
 # ---------------------------------------------------------------- timing
-def measure(variants, batch_size, repeats, warmup):
+def measure(variants, repeats, warmup):
     """Median seconds per iteration of each variant, interleaved."""
     times = {key: [] for key in variants}
     for step in range(warmup + repeats):
@@ -379,7 +391,8 @@ def parse_args(argv=None):
     parser.add_argument('--pipelines', nargs='+',
                         help='pipelines to price (default: every one)')
     parser.add_argument('--batch-size', type=int, default=2,
-                        help='images per timed iteration')
+                        help='images per timed iteration; 0: each config\'s '
+                        'own (per-GPU) batch size')
     parser.add_argument('--scale', type=float, default=1.,
                         help='input sides x scale, for timing and FLOPs')
     parser.add_argument('--input-size', type=int, nargs=2, default=None,
@@ -439,9 +452,11 @@ def analyse(args):
             max(32, int(round(s * args.scale)))
             for s in train_input_size(cfg))
         images = stage_images(cfg, cost)
+        fit_preprocessor(cfg, size)
         modes = []
         for name, frozen, fraction in stage_modes(cfg):
-            key = variant_key(cfg, frozen, size)
+            batch_size = args.batch_size or cfg.train_dataloader.batch_size
+            key = variant_key(cfg, frozen, size) + f'/{batch_size}'
             if key not in variants:
                 model, scope = build_model(cfg)
                 optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
@@ -462,10 +477,11 @@ def analyse(args):
                 }
                 variants[key] = dict(
                     model=model, optim_wrapper=optim_wrapper,
-                    batch=synthetic_batch(cfg, scope, args.batch_size, size),
-                    flops=flops, size=size)
+                    batch=synthetic_batch(cfg, scope, batch_size, size),
+                    batch_size=batch_size, flops=flops, size=size)
                 print(f'{stage}/{name}: {cfg.filename}, frozen '
-                      f'{list(frozen) or "nothing"}, {size[0]}x{size[1]} px: '
+                      f'{list(frozen) or "nothing"}, batch {batch_size} of '
+                      f'{size[0]}x{size[1]} px: '
                       f'{flops["forward"] / 1e9:.2f} GFLOPs forward + '
                       f'{flops["backward_rule"] / 1e9:.2f} backward (rule)' +
                       (f', {flops["counted"] / 1e9:.2f} counted fwd+bwd'
@@ -478,20 +494,21 @@ def analyse(args):
                              images=images, cost=cost, input_size=size,
                              modes=modes)
     if not args.no_measure:
-        print(f'timing {len(variants)} variants x {args.repeats} iterations '
-              f'of batch {args.batch_size}, interleaved ...', flush=True)
+        print(f'timing {len(variants)} variants x {args.repeats} iterations, '
+              'interleaved ...', flush=True)
         seconds = measure(
             {k: (v['model'], v['optim_wrapper'], v['batch'])
-             for k, v in variants.items()}, args.batch_size, args.repeats,
-            args.warmup)
+             for k, v in variants.items()}, args.repeats, args.warmup)
         for key, value in seconds.items():
-            variants[key]['seconds_per_image'] = value / args.batch_size
+            variants[key]['seconds_per_image'] = value / variants[key][
+                'batch_size']
     for stage in report.values():
         for mode in stage['modes']:
             variant = variants[mode.pop('variant')]
             flops = variant['flops']
             mode['train_flops_per_image'] = flops['forward'] + \
                 flops['backward_rule']
+            mode['batch_size'] = variant['batch_size']
             mode['forward_flops_per_image'] = flops['forward']
             if 'counted' in flops:
                 mode['counted_flops_per_image'] = flops['counted']
