@@ -7,11 +7,12 @@ SPEC is a pipeline spec (``configs/pipelines/specs/``, format in
 ``rmoe_mm/engine/pipeline_spec.py``): the training runs (stages) of each
 pipeline and which checkpoint each starts from. Every stage runs as
 ``tools/train.py CONFIG --work-dir W/<stage>/<seed>`` (shared stages once,
-under ``W/<stage>/shared``), its whole output in ``console.log`` there; the
-console shows one progress line per run (iteration, ETA, loss). A run whose
-``result.json`` exists is reused (unless ``--rerun``), so an interrupted
-comparison continues where it stopped. The metric of a pipeline is the validation metric its last
-stage reports at its last iteration.
+with the first seed, under ``W/<stage>/shared``), its whole output in
+``console.log`` there; the console shows one progress line per run
+(iteration, ETA, loss). A run whose ``result.json`` exists is reused (unless
+``--rerun``), so an interrupted comparison continues where it stopped. The
+metric of a pipeline is the validation metric its last stage reports at its
+last iteration.
 
 Writes ``W/comparison.json`` (per run: stage, seed, config, checkpoint,
 metrics, seconds; per pipeline: mean, sample std and values over seeds) and
@@ -71,6 +72,11 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------ runs
+def run_key(spec, stage, seed):
+    """``(stage, seed)``; shared stages (run once) have seed None."""
+    return stage, None if spec.stages[stage]['shared'] else seed
+
+
 def run_dir(work_dir, spec, stage, seed):
     shared = spec.stages[stage]['shared']
     return osp.join(work_dir, stage, 'shared' if shared else f'seed_{seed}')
@@ -190,7 +196,7 @@ def format_option(value):
 
 def run_stage(spec, stage, seed, args, env, results):
     """Run ``stage`` for ``seed`` (and what it starts from) unless done."""
-    key = (stage, None if spec.stages[stage]['shared'] else seed)
+    key = run_key(spec, stage, seed)
     if key in results:
         return results[key]
     info = spec.stages[stage]
@@ -240,8 +246,7 @@ def summarise(spec, pipelines, seeds, results, metric_keys):
     summary = {}
     for name in pipelines:
         chain = spec.chain(name)
-        last = [results[(chain[-1], None if spec.stages[chain[-1]]['shared']
-                         else s)] for s in seeds]
+        last = [results[run_key(spec, chain[-1], s)] for s in seeds]
         metrics = {}
         for key in metric_keys:
             values = [r['metrics'].get(key) for r in last]
@@ -252,14 +257,16 @@ def summarise(spec, pipelines, seeds, results, metric_keys):
                 mean=statistics.mean(values),
                 std=statistics.stdev(values) if len(values) > 1 else 0.,
                 values=values)
-        own = [results[(s, None if spec.stages[s]['shared'] else seed)]
-               for s in chain for seed in seeds]
-        summary[name] = dict(stages=chain, metrics=metrics,
-                             seconds_per_seed=[
-                                 sum(results[(s, None if spec.stages[s][
-                                     'shared'] else seed)]['seconds']
-                                     for s in chain) for seed in seeds],
-                             runs=sorted({r['work_dir'] for r in own}))
+        own = [results[run_key(spec, s, seed)] for s in chain
+               for seed in seeds]
+        summary[name] = dict(
+            stages=chain,
+            metrics=metrics,
+            seconds_per_seed=[
+                sum(results[run_key(spec, s, seed)]['seconds']
+                    for s in chain) for seed in seeds
+            ],
+            runs=sorted({r['work_dir'] for r in own}))
     return summary
 
 
