@@ -136,3 +136,20 @@ def test_full_size_downstream_loads_its_intermediate_classifier(
     path = save(build_model(cfg), tmp_path / 'intermediate.pth')
     _, report = load_report(CONFIG_DIR / 'pipelines' / downstream, path)
     assert_whole_backbone_loads(report, path, new_layers)
+
+
+def test_tools_test_evaluates_the_classifier_and_dumps_predictions(
+        intermediate_run, toy_imagenet_root, tmp_path):
+    import pickle
+    _, inter_path = intermediate_run
+    out = tmp_path / 'preds.pkl'
+    proc = run_tool(
+        'tools/test.py',
+        TOY_UPSTREAM / 'rmoe_swin_toy_imagenet_intermediate.py',
+        inter_path, '--work-dir', tmp_path, '--out', out, '--cfg-options',
+        f'test_dataloader.dataset.data_root={toy_imagenet_root}')
+    assert 'accuracy/top1' in proc.stdout + proc.stderr
+    with open(out, 'rb') as f:  # written by this test
+        predictions = pickle.load(f)
+    assert len(predictions) == 16
+    assert predictions[0]['pred_score'].shape == (16, )
