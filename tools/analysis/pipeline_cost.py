@@ -393,6 +393,9 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=2,
                         help='images per timed iteration; 0: each config\'s '
                         'own (per-GPU) batch size')
+    parser.add_argument('--max-batch-size', type=int, default=None,
+                        help='cap on the batch size of a timed iteration '
+                        '(with --batch-size 0: memory)')
     parser.add_argument('--scale', type=float, default=1.,
                         help='input sides x scale, for timing and FLOPs')
     parser.add_argument('--input-size', type=int, nargs=2, default=None,
@@ -456,6 +459,8 @@ def analyse(args):
         modes = []
         for name, frozen, fraction in stage_modes(cfg):
             batch_size = args.batch_size or cfg.train_dataloader.batch_size
+            if args.max_batch_size:
+                batch_size = min(batch_size, args.max_batch_size)
             key = variant_key(cfg, frozen, size) + f'/{batch_size}'
             if key not in variants:
                 model, scope = build_model(cfg)
