@@ -34,8 +34,11 @@ def save(model, path):
 @pytest.fixture(scope='module')
 def toy_imagenet_root(tmp_path_factory, toy_data_tool):
     return toy_data_tool.make_toy_imagenet(
-        tmp_path_factory.mktemp('toy_data'), num_train=16, num_val=16,
-        size=64, seed=0)
+        tmp_path_factory.mktemp('toy_data'),
+        num_train=16,
+        num_val=16,
+        size=64,
+        seed=0)
 
 
 @pytest.fixture(scope='module')
@@ -47,8 +50,10 @@ def intermediate_run(tmp_path_factory, toy_imagenet_root):
     dense.init_weights()
     dense_path = save(dense, tmp / 'dense_cls.pth')
     work_dir = tmp / 'intermediate'
-    data = [f'{s}_dataloader.dataset.data_root={toy_imagenet_root}'
-            for s in ('train', 'val', 'test')]
+    data = [
+        f'{s}_dataloader.dataset.data_root={toy_imagenet_root}'
+        for s in ('train', 'val', 'test')
+    ]
     run_tool('tools/train.py',
              TOY_UPSTREAM / 'rmoe_swin_toy_imagenet_intermediate.py',
              '--work-dir', work_dir, '--cfg-options', *data,
@@ -67,8 +72,10 @@ def test_intermediate_stage_freezes_the_core_and_trains_residuals_routers(
     dense_path, inter_path = intermediate_run
     dense = torch.load(dense_path, weights_only=True)['state_dict']
     inter = torch.load(inter_path, weights_only=True)['state_dict']
-    backbone = [k for k in inter if k.startswith('backbone.')
-                and 'relative_position_index' not in k]
+    backbone = [
+        k for k in inter
+        if k.startswith('backbone.') and 'relative_position_index' not in k
+    ]
     core = [k for k in backbone if not is_moe_key(k)]
     moe = [k for k in backbone if is_moe_key(k)]
     assert set(core) <= set(dense) and len(core) > 100
@@ -77,8 +84,8 @@ def test_intermediate_stage_freezes_the_core_and_trains_residuals_routers(
     routers = [k for k in moe if '.router.' in k]
     assert residuals and routers
     assert all(inter[k].abs().sum() > 0 for k in residuals)  # from zero
-    first = torch.load(inter_path.parent / 'iter_1.pth',
-                       weights_only=True)['state_dict']
+    first = torch.load(
+        inter_path.parent / 'iter_1.pth', weights_only=True)['state_dict']
     assert all(not torch.equal(first[k], inter[k])
                for k in residuals + routers + ['head.fc.weight'])
 
@@ -89,15 +96,18 @@ def load_report(downstream_config, checkpoint, **options):
     model = build_model(cfg)
     init = cfg.model.backbone.init_cfg
     return model, model.backbone.load_pretrained(
-        str(checkpoint), prefix=init.prefix,
+        str(checkpoint),
+        prefix=init.prefix,
         final_norm=init.get('final_norm', False))
 
 
 def assert_whole_backbone_loads(report, checkpoint, new_layers):
     ckpt = torch.load(checkpoint, weights_only=True)['state_dict']
-    backbone = {k[len('backbone.'):] for k in ckpt
-                if k.startswith('backbone.')
-                and 'relative_position_index' not in k}
+    backbone = {
+        k[len('backbone.'):]
+        for k in ckpt
+        if k.startswith('backbone.') and 'relative_position_index' not in k
+    }
     assert set(report.loaded) == backbone
     assert any(is_moe_key(k) for k in report.loaded)
     assert report.initialised == []  # no residual or router left at init
@@ -117,8 +127,8 @@ def test_toy_downstream_rmoe_i_loads_the_intermediate_checkpoint(
                                 {'norm0', 'norm1', 'norm2'})
     ckpt = torch.load(inter_path, weights_only=True)['state_dict']
     own = model.backbone.state_dict()
-    assert all(torch.equal(own[k], ckpt['backbone.' + k])
-               for k in report.loaded)
+    assert all(
+        torch.equal(own[k], ckpt['backbone.' + k]) for k in report.loaded)
 
 
 @pytest.mark.parametrize('upstream,downstream,new_layers', [
@@ -143,11 +153,11 @@ def test_tools_test_evaluates_the_classifier_and_dumps_predictions(
     import pickle
     _, inter_path = intermediate_run
     out = tmp_path / 'preds.pkl'
-    proc = run_tool(
-        'tools/test.py',
-        TOY_UPSTREAM / 'rmoe_swin_toy_imagenet_intermediate.py',
-        inter_path, '--work-dir', tmp_path, '--out', out, '--cfg-options',
-        f'test_dataloader.dataset.data_root={toy_imagenet_root}')
+    proc = run_tool('tools/test.py',
+                    TOY_UPSTREAM / 'rmoe_swin_toy_imagenet_intermediate.py',
+                    inter_path, '--work-dir', tmp_path, '--out', out,
+                    '--cfg-options',
+                    f'test_dataloader.dataset.data_root={toy_imagenet_root}')
     assert 'accuracy/top1' in proc.stdout + proc.stderr
     with open(out, 'rb') as f:  # written by this test
         predictions = pickle.load(f)

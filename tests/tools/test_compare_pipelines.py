@@ -21,8 +21,9 @@ SPEC = REPO_ROOT / 'configs' / 'pipelines' / 'specs' / \
 def test_spec_chains_follow_init_from():
     spec = PipelineSpec(SPEC)
     assert spec.chain('dense') == ['dense_pretrain', 'dense']
-    assert spec.chain('rmoe_i') == ['dense_pretrain', 'rmoe_intermediate',
-                                    'rmoe_i']
+    assert spec.chain('rmoe_i') == [
+        'dense_pretrain', 'rmoe_intermediate', 'rmoe_i'
+    ]
     assert spec.chain('full_moe') == ['moe_pretrain', 'full_moe']
     assert spec.stages['dense_pretrain']['shared']
     assert not spec.stages['rmoe_intermediate']['shared']
@@ -49,8 +50,10 @@ def test_spec_errors_name_the_problem(tmp_path):
 def test_every_pretrained_checkpoint_of_a_model_is_found():
     model = dict(
         backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='a')),
-        head=dict(init_cfg=[dict(type='Normal'),
-                            dict(type='PretrainedHead', checkpoint='a')]),
+        head=dict(init_cfg=[
+            dict(type='Normal'),
+            dict(type='PretrainedHead', checkpoint='a')
+        ]),
         neck=dict(init_cfg=None))
     assert pretrained_checkpoint_keys(model) == [
         'model.backbone.init_cfg.checkpoint',
@@ -67,13 +70,16 @@ def test_two_pipelines_two_seeds_write_json_and_png(tmp_path, toy_data_tool):
         'default_hooks.checkpoint.interval': 2,
         'default_hooks.logger.interval': 1,
     }
-    roots = dict(cls=data / 'toy_imagenet',
-                 seg=data / 'toy_ade20k' / 'ADEChallengeData2016')
+    roots = dict(
+        cls=data / 'toy_imagenet',
+        seg=data / 'toy_ade20k' / 'ADEChallengeData2016')
     options = {
-        kind: dict(common, **{
-            f'{split}_dataloader.dataset.data_root': str(root)
-            for split in ('train', 'val', 'test')
-        })
+        kind:
+        dict(
+            common, **{
+                f'{split}_dataloader.dataset.data_root': str(root)
+                for split in ('train', 'val', 'test')
+            })
         for kind, root in roots.items()
     }
     spec = tmp_path / 'smallest.py'
@@ -86,10 +92,9 @@ def test_two_pipelines_two_seeds_write_json_and_png(tmp_path, toy_data_tool):
         f"              dense=dict(options={options['seg']!r}),\n"
         f"              rmoe_d=dict(options={options['seg']!r}))\n")
     work_dir = tmp_path / 'work'
-    proc = run_tool('tools/analysis/compare_pipelines.py', spec,
-                    '--pipelines', 'dense', 'rmoe_d', '--seeds', '0', '1',
-                    '--work-dir', work_dir, '--data-root', data,
-                    '--threads', '1')
+    proc = run_tool('tools/analysis/compare_pipelines.py', spec, '--pipelines',
+                    'dense', 'rmoe_d', '--seeds', '0', '1', '--work-dir',
+                    work_dir, '--data-root', data, '--threads', '1')
     out = json.loads((work_dir / 'comparison.json').read_text())
     assert (work_dir / 'comparison.png').stat().st_size > 10000
     assert list(out['pipelines']) == ['dense', 'rmoe_d']

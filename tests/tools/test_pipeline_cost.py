@@ -37,31 +37,35 @@ def three_layers(trained):
     return model
 
 
-@pytest.mark.parametrize('trained,backward', [
-    # frozen, trained, frozen: layer 2 needs only its weight gradient (its
-    # input comes from frozen layers), layer 3 only its input gradient
-    ((False, True, False), 2 * 3 * (8 * 8 + 8 * 2)),
-    # all trained: the first layer's input is the data (weight grad only)
-    ((True, True, True), 2 * 3 * (4 * 8 + 2 * 8 * 8 + 2 * 8 * 2)),
-    # nothing before the last layer trains: only its weight gradient
-    ((False, False, True), 2 * 3 * 8 * 2),
-])
+@pytest.mark.parametrize(
+    'trained,backward',
+    [
+        # frozen, trained, frozen: layer 2 needs only its weight gradient (its
+        # input comes from frozen layers), layer 3 only its input gradient
+        ((False, True, False), 2 * 3 * (8 * 8 + 8 * 2)),
+        # all trained: the first layer's input is the data (weight grad only)
+        ((True, True, True), 2 * 3 * (4 * 8 + 2 * 8 * 8 + 2 * 8 * 2)),
+        # nothing before the last layer trains: only its weight gradient
+        ((False, False, True), 2 * 3 * 8 * 2),
+    ])
 def test_flop_rule_equals_a_hand_count(tool, trained, backward):
     model = three_layers(trained)
     x = torch.randn(3, 4)
-    flops = tool.count_training_flops(model, lambda: model(x).sum(),
-                                      check_backward=True)
+    flops = tool.count_training_flops(
+        model, lambda: model(x).sum(), check_backward=True)
     forward = 2 * 3 * (4 * 8 + 8 * 8 + 8 * 2)  # 2 FLOPs per multiply-add
     assert flops['forward'] == forward
     assert flops['backward_rule'] == backward
     assert flops['counted'] == forward + backward  # what autograd runs
 
 
-@pytest.mark.parametrize('frozen,factor', [
-    ('core', 1),  # residuals train: the expert weight gradient only
-    ('residual', 1),  # the core trains: the same gradient, summed
-    (None, 1),
-])
+@pytest.mark.parametrize(
+    'frozen,factor',
+    [
+        ('core', 1),  # residuals train: the expert weight gradient only
+        ('residual', 1),  # the core trains: the same gradient, summed
+        (None, 1),
+    ])
 def test_rmoe_ffn_is_priced_as_one_layer(tool, frozen, factor):
     """Tokens x (router + top-1 expert fc1 + fc2): 2 x (C E + 2 C H) FLOPs
     per token forward; backward 1x (input from data: no input gradient)."""
@@ -110,16 +114,17 @@ def test_stage_modes_and_images_follow_the_stage_hook(tool):
 def test_toy_table_is_produced(tool, tmp_path, capsys):
     out = tmp_path / 'cost.json'
     result = tool.main([
-        str(PIPELINES / 'specs' / 'swin_upernet_toy_ade20k.py'),
-        '--pipelines', 'dense', 'rmoe_i', '--repeats', '1', '--warmup', '0',
-        '--json', str(out)
+        str(PIPELINES / 'specs' / 'swin_upernet_toy_ade20k.py'), '--pipelines',
+        'dense', 'rmoe_i', '--repeats', '1', '--warmup', '0', '--json',
+        str(out)
     ])
     printed = capsys.readouterr().out
     assert 'time vs dense' in printed and 'FLOPs vs dense' in printed
     saved = json.loads(out.read_text())
     assert set(saved['pipelines']) == {'dense', 'rmoe_i'}
     assert saved['pipelines']['rmoe_i']['stages'] == [
-        'dense_pretrain', 'rmoe_intermediate', 'rmoe_i']
+        'dense_pretrain', 'rmoe_intermediate', 'rmoe_i'
+    ]
     assert saved['flops_vs_dense']['dense'] == 1.
     # RMoE-I adds its intermediate stage; top-1 experts cost dense FLOPs
     assert 1. < saved['flops_vs_dense']['rmoe_i'] < 1.2

@@ -39,8 +39,9 @@ from mmengine.config import DictAction
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)  # rmoe_mm of this checkout, also when run
-from rmoe_mm.engine.pipeline_spec import (  # noqa: E402
-    PipelineSpec, pretrained_checkpoint_keys)
+from rmoe_mm.engine.pipeline_spec import PipelineSpec  # noqa: E402
+from rmoe_mm.engine.pipeline_spec import \
+    pretrained_checkpoint_keys  # noqa: E402
 
 ITER_LINE = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\].*?eta: (\S+)')
 LOSS = re.compile(r'\sloss: ([\d.eE+-]+|nan|inf)')
@@ -50,24 +51,37 @@ STAGE = re.compile(r"RMoE stage '([^']+)'")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('spec', help='pipeline spec (configs/pipelines/specs)')
-    parser.add_argument('--pipelines', nargs='+',
-                        help='pipelines to run (default: every one)')
+    parser.add_argument(
+        '--pipelines', nargs='+', help='pipelines to run (default: every one)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
     parser.add_argument('--work-dir', default='work_dirs/compare_pipelines')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='OMP/MKL threads of each run (default: as the '
-                        'environment says)')
-    parser.add_argument('--data-root', default='data',
-                        help='where the spec\'s toy datasets are written')
-    parser.add_argument('--log-every', type=float, default=60.,
-                        help='seconds between progress lines when the '
-                        'console is not a terminal')
-    parser.add_argument('--rerun', action='store_true',
-                        help='run every stage again, even one whose '
-                        'result.json exists')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='OMP/MKL threads of each run (default: as the '
+        'environment says)')
+    parser.add_argument(
+        '--data-root',
+        default='data',
+        help='where the spec\'s toy datasets are written')
+    parser.add_argument(
+        '--log-every',
+        type=float,
+        default=60.,
+        help='seconds between progress lines when the '
+        'console is not a terminal')
+    parser.add_argument(
+        '--rerun',
+        action='store_true',
+        help='run every stage again, even one whose '
+        'result.json exists')
     parser.add_argument('--title', default=None, help='title of the PNG')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='overrides merged into the spec')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='overrides merged into the spec')
     return parser.parse_args(argv)
 
 
@@ -106,8 +120,11 @@ def final_metrics(records):
         if 'loss' in record or 'lr' in record or any(
                 k.startswith('moe/') for k in record):
             continue
-        return {k: v for k, v in record.items()
-                if k not in ('step', 'time', 'data_time')}
+        return {
+            k: v
+            for k, v in record.items()
+            if k not in ('step', 'time', 'data_time')
+        }
     return {}
 
 
@@ -149,8 +166,8 @@ class Progress:
             sys.stdout.write('\r' + line[:160].ljust(160) +
                              ('\n' if final else ''))
             sys.stdout.flush()
-        elif final or (self.state != 'starting' and
-                       time.time() - self.last_print >= self.every):
+        elif final or (self.state != 'starting'
+                       and time.time() - self.last_print >= self.every):
             print(line, flush=True)
             self.last_print = time.time()
 
@@ -159,8 +176,11 @@ def train(config, work_dir, options, env, label, every):
     """``tools/train.py config`` into ``work_dir``, output to console.log."""
     os.makedirs(work_dir, exist_ok=True)
     console = osp.join(work_dir, 'console.log')
-    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
-           '--work-dir', work_dir]
+    cmd = [
+        sys.executable,
+        osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
+        work_dir
+    ]
     if options:
         cmd += ['--cfg-options'] + [f'{k}={v}' for k, v in options.items()]
     progress = Progress(label, every)
@@ -168,8 +188,8 @@ def train(config, work_dir, options, env, label, every):
     with open(console, 'w') as out:
         out.write(' '.join(cmd) + '\n')
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         while proc.poll() is None:
             time.sleep(1.)
             progress.update(console)
@@ -228,13 +248,17 @@ def run_stage(spec, stage, seed, args, env, results):
         seconds = train(info['config'], work_dir, options, env, label,
                         args.log_every)
         records = scalars(work_dir)
-        result = dict(stage=stage, seed=key[1], config=info['config'],
-                      init_from=info['init_from'],
-                      init_checkpoint=parent['checkpoint'] if parent else None,
-                      work_dir=work_dir,
-                      checkpoint=last_checkpoint(work_dir),
-                      metrics=final_metrics(records), seconds=seconds,
-                      options=options)
+        result = dict(
+            stage=stage,
+            seed=key[1],
+            config=info['config'],
+            init_from=info['init_from'],
+            init_checkpoint=parent['checkpoint'] if parent else None,
+            work_dir=work_dir,
+            checkpoint=last_checkpoint(work_dir),
+            metrics=final_metrics(records),
+            seconds=seconds,
+            options=options)
         with open(result_file, 'w') as f:
             json.dump(result, f, indent=2)
     results[key] = result
@@ -257,16 +281,18 @@ def summarise(spec, pipelines, seeds, results, metric_keys):
                 mean=statistics.mean(values),
                 std=statistics.stdev(values) if len(values) > 1 else 0.,
                 values=values)
-        own = [results[run_key(spec, s, seed)] for s in chain
-               for seed in seeds]
+        own = [
+            results[run_key(spec, s, seed)] for s in chain for seed in seeds
+        ]
         summary[name] = dict(
             stages=chain,
             metrics=metrics,
             seconds_per_seed=[
-                sum(results[run_key(spec, s, seed)]['seconds']
-                    for s in chain) for seed in seeds
+                sum(results[run_key(spec, s, seed)]['seconds'] for s in chain)
+                for seed in seeds
             ],
-            runs=sorted({r['work_dir'] for r in own}))
+            runs=sorted({r['work_dir']
+                         for r in own}))
     return summary
 
 
@@ -299,11 +325,18 @@ def plot(summary, spec, results, metric_keys, path, title):
             m = summary[name]['metrics'].get(key)
             if not m:
                 continue
-            xs = [i + 0.08 * (j - (len(m['values']) - 1) / 2)
-                  for j in range(len(m['values']))]
+            xs = [
+                i + 0.08 * (j - (len(m['values']) - 1) / 2)
+                for j in range(len(m['values']))
+            ]
             ax.scatter(xs, m['values'], color=colours(i % 10), zorder=3)
-            ax.errorbar([i], [m['mean']], yerr=[m['std']], fmt='_',
-                        color='black', markersize=18, capsize=4, zorder=2)
+            ax.errorbar([i], [m['mean']],
+                        yerr=[m['std']],
+                        fmt='_',
+                        color='black',
+                        markersize=18,
+                        capsize=4,
+                        zorder=2)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha='right')
         ax.set_ylabel(key)
@@ -312,24 +345,32 @@ def plot(summary, spec, results, metric_keys, path, title):
     down, up = axes[-2], axes[-1]
     for i, name in enumerate(names):
         last = summary[name]['stages'][-1]
-        for j, (key, result) in enumerate(
-                (k, r) for k, r in results.items() if k[0] == last):
+        runs = [r for k, r in results.items() if k[0] == last]
+        for j, result in enumerate(runs):
             curve = loss_curve(scalars(result['work_dir']))
             if curve:
-                down.plot(*zip(*curve), color=colours(i % 10), alpha=0.8,
-                          lw=1, label=name if j == 0 else None)
+                down.plot(
+                    *zip(*curve),
+                    color=colours(i % 10),
+                    alpha=0.8,
+                    lw=1,
+                    label=name if j == 0 else None)
     down.set_title('training loss, downstream (last) stage')
     down.set_xlabel('iteration')
     down.set_ylabel('loss')
     down.legend(fontsize=8)
     firsts = {s for n in names for s in summary[n]['stages'][:-1]}
     for i, stage in enumerate(sorted(firsts)):
-        for j, (key, result) in enumerate(
-                (k, r) for k, r in results.items() if k[0] == stage):
+        runs = [r for k, r in results.items() if k[0] == stage]
+        for j, result in enumerate(runs):
             curve = loss_curve(scalars(result['work_dir']))
             if curve:
-                up.plot(*zip(*curve), color=colours((i + 3) % 10), lw=1,
-                        alpha=0.8, label=stage if j == 0 else None)
+                up.plot(
+                    *zip(*curve),
+                    color=colours((i + 3) % 10),
+                    lw=1,
+                    alpha=0.8,
+                    label=stage if j == 0 else None)
     up.set_title('training loss, upstream stages')
     up.set_xlabel('iteration')
     if firsts:
@@ -356,8 +397,10 @@ def make_data(spec, data_root):
 def cpu_model():
     try:
         out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-        return next((line.split(':', 1)[1].strip() for line in
-                     out.splitlines() if line.startswith('Model name')), '')
+        return next(
+            (line.split(':', 1)[1].strip()
+             for line in out.splitlines() if line.startswith('Model name')),
+            '')
     except OSError:
         return ''
 
@@ -373,8 +416,8 @@ def main(argv=None):
     metric_keys = spec.metrics
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(
-        [REPO_ROOT] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep)
-                       if p])
+        [REPO_ROOT] +
+        [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
     if args.threads:
         for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
             env[var] = str(args.threads)
@@ -395,9 +438,14 @@ def main(argv=None):
     png = osp.join(args.work_dir, 'comparison.png')
     plot(summary, spec, results, metric_keys, png, args.title)
     out = dict(
-        spec=spec.path, pipelines=summary, seeds=args.seeds,
-        metrics=metric_keys, command=' '.join(sys.argv),
-        cpu=cpu_model(), threads=args.threads, wall_time_s=wall,
+        spec=spec.path,
+        pipelines=summary,
+        seeds=args.seeds,
+        metrics=metric_keys,
+        command=' '.join(sys.argv),
+        cpu=cpu_model(),
+        threads=args.threads,
+        wall_time_s=wall,
         runs=[r for r in results.values()])
     json_path = osp.join(args.work_dir, 'comparison.json')
     with open(json_path, 'w') as f:

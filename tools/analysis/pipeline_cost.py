@@ -87,8 +87,7 @@ OPERANDS = {
 #: Modules priced as one layer: ``(module) -> trains?``.
 UNITS = {
     RMoEFFN:
-    lambda m: any(p.requires_grad
-                  for name, p in m.named_parameters()
+    lambda m: any(p.requires_grad for name, p in m.named_parameters()
                   if not name.startswith('router.')),
 }
 
@@ -112,8 +111,9 @@ class TrainingFlops(TorchDispatchMode):
         self._units = []
         self._handles = []
         for module in model.modules():
-            trains = next((f for cls, f in UNITS.items()
-                           if isinstance(module, cls)), None)
+            trains = next(
+                (f for cls, f in UNITS.items() if isinstance(module, cls)),
+                None)
             if trains is not None:
                 self._handles += [
                     module.register_forward_pre_hook(
@@ -124,8 +124,10 @@ class TrainingFlops(TorchDispatchMode):
     def _enter(self, trains):
 
         def hook(module, args, kwargs):
-            tensors = [a for a in list(args) + list(kwargs.values())
-                       if isinstance(a, torch.Tensor)]
+            tensors = [
+                a for a in list(args) + list(kwargs.values())
+                if isinstance(a, torch.Tensor)
+            ]
             grad_in = any(t.requires_grad for t in tensors)
             self._units.append([0, int(grad_in) + int(trains(module))])
 
@@ -232,8 +234,9 @@ def freeze(model, roles):
             param.grad = None
     for module in model.modules():
         params = list(module.parameters(recurse=False))
-        if isinstance(module, _BatchNorm) and params and not any(
-                p.requires_grad for p in params):
+        if isinstance(module,
+                      _BatchNorm) and params and not any(p.requires_grad
+                                                         for p in params):
             module.eval()
 
 
@@ -260,8 +263,8 @@ def train_input_size(cfg):
         kind = step.get('type')
         if kind == 'RandomResizedCrop':
             scale = step['scale']
-            return (scale, scale) if isinstance(scale, int) else tuple(
-                scale[::-1])
+            return (scale,
+                    scale) if isinstance(scale, int) else tuple(scale[::-1])
         if kind == 'RandomCrop':
             crop = step['crop_size']
             return (crop, crop) if isinstance(crop, int) else tuple(crop)
@@ -280,11 +283,18 @@ def synthetic_batch(cfg, scope, batch_size, size, seed=0):
     """A batch in the layout of ``scope``'s data pipeline output."""
     gen = torch.Generator().manual_seed(seed)
     height, width = size
-    inputs = [torch.randint(0, 256, (3, height, width), generator=gen,
-                            dtype=torch.uint8) for _ in range(batch_size)]
-    meta = dict(img_shape=(height, width), ori_shape=(height, width),
-                pad_shape=(height, width), scale_factor=(1., 1.),
-                flip=False, flip_direction=None)
+    inputs = [
+        torch.randint(
+            0, 256, (3, height, width), generator=gen, dtype=torch.uint8)
+        for _ in range(batch_size)
+    ]
+    meta = dict(
+        img_shape=(height, width),
+        ori_shape=(height, width),
+        pad_shape=(height, width),
+        scale_factor=(1., 1.),
+        flip=False,
+        flip_direction=None)
     samples = []
     for i in range(batch_size):
         if scope == 'mmpretrain':
@@ -296,16 +306,18 @@ def synthetic_batch(cfg, scope, batch_size, size, seed=0):
             from mmseg.structures import SegDataSample
             num_classes = cfg.model.decode_head.num_classes
             sample = SegDataSample()
-            sample.gt_sem_seg = PixelData(data=torch.randint(
-                0, num_classes, (1, height, width), generator=gen))
+            sample.gt_sem_seg = PixelData(
+                data=torch.randint(
+                    0, num_classes, (1, height, width), generator=gen))
         else:
             from mmdet.structures import DetDataSample
             from mmdet.structures.mask import BitmapMasks
             from mmengine.structures import InstanceData
             num_classes = cfg.model.roi_head.bbox_head.num_classes
             count = 4
-            xy = torch.rand(count, 2, generator=gen) * torch.tensor(
-                [width * 0.6, height * 0.6])
+            xy = torch.rand(
+                count, 2, generator=gen) * torch.tensor(
+                    [width * 0.6, height * 0.6])
             wh = (0.15 + 0.25 * torch.rand(count, 2, generator=gen)) * \
                 torch.tensor([width, height])
             boxes = torch.cat([xy, xy + wh], 1)
@@ -314,8 +326,7 @@ def synthetic_batch(cfg, scope, batch_size, size, seed=0):
                 masks[k, y0:y1, x0:x1] = 1
             instances = InstanceData(
                 bboxes=boxes,
-                labels=torch.randint(0, num_classes, (count, ),
-                                     generator=gen),
+                labels=torch.randint(0, num_classes, (count, ), generator=gen),
                 masks=BitmapMasks(masks.numpy(), height, width))
             sample = DetDataSample()
             sample.gt_instances = instances
@@ -368,8 +379,7 @@ def stage_images(cfg, cost):
                              'the stage a cost=dict(dataset_size=...) in the '
                              'spec')
         return length * cost['dataset_size']
-    return length * cfg.train_dataloader.batch_size * cost.get(
-        'world_size', 1)
+    return length * cfg.train_dataloader.batch_size * cost.get('world_size', 1)
 
 
 # ---------------------------------------------------------------- timing
@@ -388,29 +398,49 @@ def measure(variants, repeats, warmup):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('spec', help='pipeline spec (configs/pipelines/specs)')
-    parser.add_argument('--pipelines', nargs='+',
-                        help='pipelines to price (default: every one)')
-    parser.add_argument('--batch-size', type=int, default=2,
-                        help='images per timed iteration; 0: each config\'s '
-                        'own (per-GPU) batch size')
-    parser.add_argument('--max-batch-size', type=int, default=None,
-                        help='cap on the batch size of a timed iteration '
-                        '(with --batch-size 0: memory)')
-    parser.add_argument('--scale', type=float, default=1.,
-                        help='input sides x scale, for timing and FLOPs')
-    parser.add_argument('--input-size', type=int, nargs=2, default=None,
-                        metavar=('H', 'W'),
-                        help='one input size for every stage instead')
+    parser.add_argument(
+        '--pipelines',
+        nargs='+',
+        help='pipelines to price (default: every one)')
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        default=2,
+        help='images per timed iteration; 0: each config\'s '
+        'own (per-GPU) batch size')
+    parser.add_argument(
+        '--max-batch-size',
+        type=int,
+        default=None,
+        help='cap on the batch size of a timed iteration '
+        '(with --batch-size 0: memory)')
+    parser.add_argument(
+        '--scale',
+        type=float,
+        default=1.,
+        help='input sides x scale, for timing and FLOPs')
+    parser.add_argument(
+        '--input-size',
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=('H', 'W'),
+        help='one input size for every stage instead')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--no-measure', action='store_true',
-                        help='FLOPs only, no timing')
-    parser.add_argument('--count-backward', action='store_true',
-                        help='also count an executed backward pass')
+    parser.add_argument(
+        '--no-measure', action='store_true', help='FLOPs only, no timing')
+    parser.add_argument(
+        '--count-backward',
+        action='store_true',
+        help='also count an executed backward pass')
     parser.add_argument('--json', help='write the results here')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='overrides merged into the spec')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='overrides merged into the spec')
     return parser.parse_args(argv)
 
 
@@ -430,7 +460,9 @@ def variant_key(cfg, frozen, size):
         _strip_init(cfg.model.to_dict()),
         cfg.get('data_preprocessor', {}),
         cfg.optim_wrapper.to_dict(), frozen, size
-    ], sort_keys=True, default=str)
+    ],
+                      sort_keys=True,
+                      default=str)
 
 
 def load_stage_config(spec, stage):
@@ -452,8 +484,7 @@ def analyse(args):
         cfg = load_stage_config(spec, stage)
         cost = dict(spec.stages[stage].get('cost', {}))
         size = tuple(args.input_size) if args.input_size else tuple(
-            max(32, int(round(s * args.scale)))
-            for s in train_input_size(cfg))
+            max(32, int(round(s * args.scale))) for s in train_input_size(cfg))
         images = stage_images(cfg, cost)
         fit_preprocessor(cfg, size)
         modes = []
@@ -481,32 +512,48 @@ def analyse(args):
                         model, loss_fn, args.count_backward).items()
                 }
                 variants[key] = dict(
-                    model=model, optim_wrapper=optim_wrapper,
+                    model=model,
+                    optim_wrapper=optim_wrapper,
                     batch=synthetic_batch(cfg, scope, batch_size, size),
-                    batch_size=batch_size, flops=flops, size=size)
-                print(f'{stage}/{name}: {cfg.filename}, frozen '
-                      f'{list(frozen) or "nothing"}, batch {batch_size} of '
-                      f'{size[0]}x{size[1]} px: '
-                      f'{flops["forward"] / 1e9:.2f} GFLOPs forward + '
-                      f'{flops["backward_rule"] / 1e9:.2f} backward (rule)' +
-                      (f', {flops["counted"] / 1e9:.2f} counted fwd+bwd'
-                       if 'counted' in flops else ''), flush=True)
-            modes.append(dict(name=name, frozen=list(frozen),
-                              fraction=fraction, images=images * fraction,
-                              variant=key))
-        report[stage] = dict(config=spec.stages[stage]['config'],
-                             shared=spec.stages[stage]['shared'],
-                             images=images, cost=cost, input_size=size,
-                             modes=modes)
+                    batch_size=batch_size,
+                    flops=flops,
+                    size=size)
+                print(
+                    f'{stage}/{name}: {cfg.filename}, frozen '
+                    f'{list(frozen) or "nothing"}, batch {batch_size} of '
+                    f'{size[0]}x{size[1]} px: '
+                    f'{flops["forward"] / 1e9:.2f} GFLOPs forward + '
+                    f'{flops["backward_rule"] / 1e9:.2f} backward (rule)' +
+                    (f', {flops["counted"] / 1e9:.2f} counted fwd+bwd'
+                     if 'counted' in flops else ''),
+                    flush=True)
+            modes.append(
+                dict(
+                    name=name,
+                    frozen=list(frozen),
+                    fraction=fraction,
+                    images=images * fraction,
+                    variant=key))
+        report[stage] = dict(
+            config=spec.stages[stage]['config'],
+            shared=spec.stages[stage]['shared'],
+            images=images,
+            cost=cost,
+            input_size=size,
+            modes=modes)
     if not args.no_measure:
-        print(f'timing {len(variants)} variants x {args.repeats} iterations, '
-              'interleaved ...', flush=True)
+        print(
+            f'timing {len(variants)} variants x {args.repeats} iterations, '
+            'interleaved ...',
+            flush=True)
         seconds = measure(
-            {k: (v['model'], v['optim_wrapper'], v['batch'])
-             for k, v in variants.items()}, args.repeats, args.warmup)
+            {
+                k: (v['model'], v['optim_wrapper'], v['batch'])
+                for k, v in variants.items()
+            }, args.repeats, args.warmup)
         for key, value in seconds.items():
-            variants[key]['seconds_per_image'] = value / variants[key][
-                'batch_size']
+            variants[key][
+                'seconds_per_image'] = value / variants[key]['batch_size']
     for stage in report.values():
         for mode in stage['modes']:
             variant = variants[mode.pop('variant')]
@@ -531,9 +578,11 @@ def analyse(args):
             stages=chain,
             flops=sum(report[s]['flops'] for s in chain),
             seconds=sum(report[s].get('seconds', math.nan) for s in chain),
-            per_stage={s: dict(flops=report[s]['flops'],
-                               seconds=report[s].get('seconds'))
-                       for s in chain})
+            per_stage={
+                s: dict(
+                    flops=report[s]['flops'], seconds=report[s].get('seconds'))
+                for s in chain
+            })
     return spec, report, totals
 
 
@@ -584,13 +633,19 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     spec, report, totals = analyse(args)
     print_table(report, totals, not args.no_measure)
-    out = dict(spec=spec.path, batch_size=args.batch_size, scale=args.scale,
-               repeats=args.repeats, threads=torch.get_num_threads(),
-               command=' '.join(sys.argv), stages=report, pipelines=totals,
-               time_vs_dense=relative(totals, 'seconds', 'dense'),
-               flops_vs_dense=relative(totals, 'flops', 'dense'),
-               time_vs_full_moe=relative(totals, 'seconds', 'full_moe'),
-               flops_vs_full_moe=relative(totals, 'flops', 'full_moe'))
+    out = dict(
+        spec=spec.path,
+        batch_size=args.batch_size,
+        scale=args.scale,
+        repeats=args.repeats,
+        threads=torch.get_num_threads(),
+        command=' '.join(sys.argv),
+        stages=report,
+        pipelines=totals,
+        time_vs_dense=relative(totals, 'seconds', 'dense'),
+        flops_vs_dense=relative(totals, 'flops', 'dense'),
+        time_vs_full_moe=relative(totals, 'seconds', 'full_moe'),
+        flops_vs_full_moe=relative(totals, 'flops', 'full_moe'))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(out, f, indent=2, default=str)
