@@ -297,6 +297,8 @@ def summarise(spec, pipelines, seeds, results, metric_keys):
 
 
 def print_table(summary, metric_keys):
+    """Mean +- std per pipeline and metric; 3 decimals for metrics in [0, 1]
+    (COCO AP), 2 for percentages (mIoU)."""
     head = f'{"pipeline":<24}' + ''.join(f'{k:>24}' for k in metric_keys) + \
         '   values per seed'
     print('\n' + head + '\n' + '-' * len(head))
@@ -305,10 +307,12 @@ def print_table(summary, metric_keys):
         per_seed = []
         for key in metric_keys:
             m = s['metrics'].get(key)
-            cells += f'{m["mean"]:>15.2f} +- {m["std"]:>5.2f}' if m else \
-                f'{"-":>24}'
-            if m:
-                per_seed.append(', '.join(f'{v:.2f}' for v in m['values']))
+            if not m:
+                cells += f'{"-":>24}'
+                continue
+            d = 3 if max(abs(v) for v in m['values']) <= 1 else 2
+            cells += f'{m["mean"]:>15.{d}f} +- {m["std"]:>5.{d}f}'
+            per_seed.append(', '.join(f'{v:.{d}f}' for v in m['values']))
         print(f'{name:<24}{cells}   {" | ".join(per_seed)}')
 
 
