@@ -84,6 +84,16 @@ def test_rmoe_ffn_is_priced_as_one_layer(tool, frozen, factor):
     assert flops['backward_rule'] == factor * forward
 
 
+def test_low_rank_rmoe_ffn_adds_its_rank_terms(tool):
+    """Low-rank residual: the core's fc1 and fc2 plus (x B^T) A^T per fc:
+    2 r (in + out) FLOPs per token each."""
+    torch.manual_seed(0)
+    ffn = RMoEFFN.from_dense(FFN(8, 16), num_experts=4, residual_rank=2)
+    x = torch.randn(1, 10, 8)
+    flops = tool.count_training_flops(ffn, lambda: ffn(x).sum())
+    assert flops['forward'] == 2 * 10 * (8 * 4 + 2 * 8 * 16 + 2 * 2 * (8 + 16))
+
+
 def test_rmoe_ffn_behind_a_trained_layer_also_pays_its_input_gradient(tool):
     torch.manual_seed(0)
     ffn = RMoEFFN.from_dense(FFN(8, 16), num_experts=4)

@@ -38,8 +38,9 @@ pipelines the tool reads
   weight's gradient only); frozen layers below every trained parameter 0x.
   Attention's activation x activation products cost 2x where their inputs
   carry a gradient. An RMoE FFN counts as one layer whose weights train when
-  its core or its residuals do (its experts are computed by one fused
-  operation). ``--count-backward`` also runs the backward pass under torch's
+  its core or its residuals do, with its forward FLOPs from its sizes
+  (:func:`rmoe_ffn_flops`: router + top-k experts, whatever kernel runs
+  them). ``--count-backward`` also runs the backward pass under torch's
   flop counter as a check.
 
 The cost of a pipeline is the sum over its stages of images x cost per
@@ -84,12 +85,34 @@ OPERANDS = {
     'convolution_overrideable': (0, 1),
     '_slow_conv2d_forward': (0, 1),
 }
-#: Modules priced as one layer: ``(module) -> trains?``.
-UNITS = {
-    RMoEFFN:
-    lambda m: any(p.requires_grad for name, p in m.named_parameters()
-                  if not name.startswith('router.')),
-}
+
+
+def rmoe_ffn_flops(ffn, tokens: int) -> int:
+    """Forward FLOPs of an RMoE FFN on ``tokens`` tokens, from its sizes.
+
+    Per token: the router (``C x E``) and ``top_k`` experts, each fc1 + fc2
+    with weight ``W_core + R_e`` (2 FLOPs per multiply-add), for a low-rank
+    residual ``x W_core^T + (x B_e^T) A_e^T``. This is the layer's
+    arithmetic, whichever kernel computes it (padding, fused loops).
+    """
+    channels, hidden = ffn.embed_dims, ffn.feedforward_channels
+    experts, top_k = ffn.router.num_experts, ffn.router.top_k
+    rank = next((p.shape[-1] for name, p in ffn.named_parameters()
+                 if name.endswith('weight_a')), None)
+    expert = 4 * channels * hidden
+    if rank is not None:
+        expert += 4 * rank * (channels + hidden)
+    return tokens * (2 * channels * experts + top_k * expert)
+
+
+def _rmoe_ffn_trains(ffn) -> bool:
+    return any(p.requires_grad for name, p in ffn.named_parameters()
+               if not name.startswith('router.'))
+
+
+#: Modules priced as one layer: class -> (forward FLOPs(module, tokens),
+#: whether its weights train).
+UNITS = {RMoEFFN: (rmoe_ffn_flops, _rmoe_ffn_trains)}
 
 
 # ----------------------------------------------------------------- FLOPs
@@ -111,30 +134,29 @@ class TrainingFlops(TorchDispatchMode):
         self._units = []
         self._handles = []
         for module in model.modules():
-            trains = next(
-                (f for cls, f in UNITS.items() if isinstance(module, cls)),
+            unit = next(
+                (u for cls, u in UNITS.items() if isinstance(module, cls)),
                 None)
-            if trains is not None:
+            if unit is not None:
                 self._handles += [
                     module.register_forward_pre_hook(
-                        self._enter(trains), with_kwargs=True),
+                        self._enter(*unit), with_kwargs=True),
                     module.register_forward_hook(self._leave)
                 ]
 
-    def _enter(self, trains):
+    def _enter(self, flops_of, trains):
 
         def hook(module, args, kwargs):
-            tensors = [
-                a for a in list(args) + list(kwargs.values())
-                if isinstance(a, torch.Tensor)
-            ]
-            grad_in = any(t.requires_grad for t in tensors)
-            self._units.append([0, int(grad_in) + int(trains(module))])
+            x = args[0] if args else kwargs['x']
+            flops = flops_of(module, x.numel() // x.shape[-1])
+            self._units.append(
+                (flops, int(x.requires_grad) + int(trains(module))))
 
         return hook
 
     def _leave(self, module, args, output):
         flops, factor = self._units.pop()
+        self.forward += flops
         self.backward += flops * factor
 
     def remove(self):
@@ -152,11 +174,10 @@ class TrainingFlops(TorchDispatchMode):
             return func(*args, **kwargs) \
                 if decomposed is NotImplemented else decomposed
         out = func(*args, **kwargs)
+        if self._units:  # inside a unit: priced by its formula
+            return out
         flops = flop_registry[packet](*args, **kwargs, out_val=out)
         self.forward += flops
-        if self._units:
-            self._units[-1][0] += flops
-            return out
         index = OPERANDS.get(packet.__name__)
         operands = [args[i] for i in index] if index else [
             a for a in args if isinstance(a, torch.Tensor)
