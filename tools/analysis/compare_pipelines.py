@@ -427,10 +427,12 @@ def main(argv=None):
             env[var] = str(args.threads)
     os.makedirs(args.work_dir, exist_ok=True)
     make_data(spec, args.data_root)
-    runs = sum(len(spec.chain(p)) for p in pipelines)
+    stages = {s for p in pipelines for s in spec.chain(p)}
+    shared = sum(spec.stages[s]['shared'] for s in stages)
     print(f'{len(pipelines)} pipelines x {len(args.seeds)} seeds from '
-          f'{spec.path} ({runs} stages per seed, shared ones once); logs '
-          f'under {args.work_dir}/<stage>/<seed>/console.log')
+          f'{spec.path}: {shared + (len(stages) - shared) * len(args.seeds)} '
+          f'runs ({shared} shared by every seed); logs under '
+          f'{args.work_dir}/<stage>/<seed>/console.log')
     results = {}
     for seed in args.seeds:
         for name in pipelines:
