@@ -1,4 +1,5 @@
-"""Importing rmoe_mm makes its modules buildable from the mmseg and mmdet scopes."""
+"""Importing rmoe_mm makes its modules buildable from the mmseg, mmdet and
+mmpretrain scopes."""
 import pytest
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
@@ -14,11 +15,17 @@ def rmoe_entries(registry):
 
 
 # Names the libraries register themselves, where their own class wins in their
-# scope. mmseg's QuickGELU (clip_text_encoder) is the same x * sigmoid(1.702 x).
-SHADOWED_BY_LIBRARY = {'mmseg': {'QuickGELU'}, 'mmdet': set()}
+# scope. mmseg's QuickGELU (clip_text_encoder) and mmpretrain's (CLIP) are the
+# same x * sigmoid(1.702 x).
+SHADOWED_BY_LIBRARY = {
+    'mmseg': {'QuickGELU'},
+    'mmdet': set(),
+    'mmpretrain': {'QuickGELU'}
+}
+SCOPES = ['mmseg', 'mmdet', 'mmpretrain']
 
 
-@pytest.mark.parametrize('scope', ['mmseg', 'mmdet'])
+@pytest.mark.parametrize('scope', SCOPES)
 def test_every_rmoe_model_is_found_from_scope(scope):
     names = rmoe_entries(MODELS)
     assert {'RMoEFFN', 'RMoESwinTransformer', 'CvT', 'RMoECvT'} <= set(names)
@@ -30,7 +37,7 @@ def test_every_rmoe_model_is_found_from_scope(scope):
             assert library.MODELS.get(name) is MODELS.get(name), name
 
 
-@pytest.mark.parametrize('scope', ['mmseg', 'mmdet'])
+@pytest.mark.parametrize('scope', SCOPES)
 def test_every_rmoe_hook_is_found_from_scope(scope):
     library = __import__(f'{scope}.registry', fromlist=['HOOKS'])
     names = rmoe_entries(HOOKS)
@@ -40,7 +47,7 @@ def test_every_rmoe_hook_is_found_from_scope(scope):
             assert library.HOOKS.get(name) is HOOKS.get(name), name
 
 
-@pytest.mark.parametrize('scope', ['mmseg', 'mmdet'])
+@pytest.mark.parametrize('scope', SCOPES)
 def test_config_with_custom_imports_builds_rmoe_ffn(scope):
     cfg = Config(dict(
         default_scope=scope,
@@ -51,3 +58,11 @@ def test_config_with_custom_imports_builds_rmoe_ffn(scope):
     library = __import__(f'{scope}.registry', fromlist=['MODELS'])
     layer = library.MODELS.build(cfg.layer)
     assert type(layer).__name__ == 'RMoEFFN'
+
+
+def test_pretrained_head_initialiser_is_found_from_mmpretrain():
+    from mmpretrain.registry import WEIGHT_INITIALIZERS
+
+    from rmoe_mm.classification import PretrainedHead
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        assert WEIGHT_INITIALIZERS.get('PretrainedHead') is PretrainedHead
