@@ -1,6 +1,5 @@
 """rmoe_mm: Residual Mixture of Experts backbones for mmsegmentation and mmdetection."""
 from pathlib import Path
-
 from setuptools import find_packages, setup
 
 
@@ -16,9 +15,16 @@ def read_requirements(path):
     return lines
 
 
+def read_version():
+    """``__version__`` of rmoe_mm/version.py, without importing the package."""
+    namespace = {}
+    exec(Path('rmoe_mm/version.py').read_text(), namespace)
+    return namespace['__version__']
+
+
 setup(
     name='rmoe_mm',
-    version='0.1.0',
+    version=read_version(),
     description='Residual Mixture of Experts (RMoE) backbones for OpenMMLab',
     long_description=Path('README.md').read_text() if Path('README.md').exists() else '',
     long_description_content_type='text/markdown',

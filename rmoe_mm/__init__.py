@@ -1,4 +1,5 @@
-"""rmoe_mm: Residual Mixture of Experts backbones for mmsegmentation and mmdetection.
+"""rmoe_mm: Residual Mixture of Experts backbones for mmsegmentation and
+mmdetection.
 
 Importing the package registers every module (for both the mmseg and the mmdet
 default scope, see :mod:`rmoe_mm.registry`) and installs the checkpoint
@@ -7,7 +8,8 @@ allow-list that makes mmengine checkpoints loadable on torch >= 2.6
 ``custom_imports = dict(imports=['rmoe_mm'])``.
 """
 from . import backbones, checkpoint, engine, hooks, moe  # noqa: F401
+from .version import __version__
 
 checkpoint.install()
 
-__version__ = '0.1.0'
+__all__ = ['__version__']

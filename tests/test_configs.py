@@ -8,11 +8,13 @@ import math
 
 import pytest
 import torch
-from config_utils import CONFIG_DIR, build_model, head_channels, one_step_runner
 from mmengine.config import Config
 
 from rmoe_mm.backbones import RMoESwinTransformer
 from rmoe_mm.moe import RMoEFFN
+from rmoe_mm.testing import (CONFIG_DIR, build_model, head_channels,
+                             one_step_runner)
+
 CONFIGS = sorted(p.relative_to(CONFIG_DIR).as_posix()
                  for p in CONFIG_DIR.rglob('*.py')
                  if '_base_' not in p.parts and 'specs' not in p.parts)
@@ -78,5 +80,5 @@ def test_rmoe_swin_toy_config_trains_a_step(name, data, request, tmp_path):
                if not torch.equal(p, before[n])}
     # core, residuals and router all take the step (the router through its
     # gate value and the injected balance-loss gradient)
-    assert {'layers.0.0.weight', 'residual.fc1_weight',
+    assert {'layers.0.0.weight', 'residual.fc1.weight',
             'router.gate.weight'} <= changed

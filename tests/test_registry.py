@@ -3,15 +3,18 @@ mmpretrain scopes."""
 import pytest
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
+from timm.layers.activations import QuickGELU as TimmQuickGELU
 
 import rmoe_mm  # noqa: F401
 from rmoe_mm.registry import HOOKS, MODELS
 
 
 def rmoe_entries(registry):
-    """Names of the entries that rmoe_mm put into ``registry``."""
+    """Names of the entries that rmoe_mm put into ``registry``: its classes,
+    and timm's QuickGELU, which it registers for CvT."""
     return sorted(name for name, cls in registry.module_dict.items()
-                  if cls.__module__.startswith('rmoe_mm.'))
+                  if cls.__module__.startswith('rmoe_mm.')
+                  or cls is TimmQuickGELU)
 
 
 # Names the libraries register themselves, where their own class wins in their

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import REPO_ROOT, TOY_NUM_TRAIN, TOY_NUM_VAL, TOY_SIZE
+from rmoe_mm.testing import REPO_ROOT, TOY_NUM_TRAIN, TOY_NUM_VAL, TOY_SIZE
 
 ADE_CFG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'toy_ade20k.py'
 COCO_CFG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'toy_coco.py'

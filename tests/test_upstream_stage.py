@@ -11,18 +11,19 @@
    tensors it lacks are the dense-prediction layers a classifier has not
    (Swin's output norms 0-2; CvT's output norms 0-1 and its extra level).
    Checked for the toy chain and for the full-size Swin-T and CvT-13 config
-   pairs (classifiers built from the upstream configs, no weights needed).
+   pairs (classifiers built from the upstream configs, no weights needed),
+   through the configs' strict ``init_cfg`` (only these left out), which
+   refuses a dense checkpoint.
 """
 import re
 
 import pytest
 import torch
-from config_utils import CONFIG_DIR, build_model
 from mmengine.config import Config
 
 import rmoe_mm  # noqa: F401  registers the models, hooks and initialisers
-
-from conftest import run_tool
+from rmoe_mm.checkpoint import load_checkpoint_file
+from rmoe_mm.testing import CONFIG_DIR, build_model, run_tool
 
 TOY_UPSTREAM = CONFIG_DIR / 'upstream' / 'toy'
 _MOE_KEY = re.compile(r'(^|\.)(router|residual)\.')
@@ -77,8 +78,8 @@ def intermediate_run(tmp_path_factory, toy_imagenet_root):
 def test_intermediate_stage_freezes_the_core_and_trains_residuals_routers(
         intermediate_run):
     dense_path, inter_path = intermediate_run
-    dense = torch.load(dense_path, weights_only=True)['state_dict']
-    inter = torch.load(inter_path, weights_only=True)['state_dict']
+    dense = load_checkpoint_file(dense_path)['state_dict']
+    inter = load_checkpoint_file(inter_path)['state_dict']
     backbone = [
         k for k in inter
         if k.startswith('backbone.') and 'relative_position_index' not in k
@@ -91,8 +92,7 @@ def test_intermediate_stage_freezes_the_core_and_trains_residuals_routers(
     routers = [k for k in moe if '.router.' in k]
     assert residuals and routers
     assert all(inter[k].abs().sum() > 0 for k in residuals)  # from zero
-    first = torch.load(
-        inter_path.parent / 'iter_1.pth', weights_only=True)['state_dict']
+    first = load_checkpoint_file(inter_path.parent / 'iter_1.pth')['state_dict']
     assert all(not torch.equal(first[k], inter[k])
                for k in residuals + routers + ['head.fc.weight'])
 
@@ -102,14 +102,18 @@ def load_report(downstream_config, checkpoint, **options):
     cfg.merge_from_dict(options)
     model = build_model(cfg)
     init = cfg.model.backbone.init_cfg
-    return model, model.backbone.load_pretrained(
+    report = model.backbone.load_pretrained(
         str(checkpoint),
         prefix=init.prefix,
         final_norm=init.get('final_norm', False))
+    # the config's strict load: it names what may be left out
+    assert init.strict
+    report.enforce_complete(init.allowed_missing, init.allowed_unused)
+    return model, report
 
 
 def assert_whole_backbone_loads(report, checkpoint, new_layers):
-    ckpt = torch.load(checkpoint, weights_only=True)['state_dict']
+    ckpt = load_checkpoint_file(checkpoint)['state_dict']
     backbone = {
         k[len('backbone.'):]
         for k in ckpt
@@ -132,10 +136,24 @@ def test_toy_downstream_rmoe_i_loads_the_intermediate_checkpoint(
         'swin_upernet_toy_ade20k_rmoe_i_upstream.py', inter_path)
     assert_whole_backbone_loads(report, inter_path,
                                 {'norm0', 'norm1', 'norm2'})
-    ckpt = torch.load(inter_path, weights_only=True)['state_dict']
+    ckpt = load_checkpoint_file(inter_path)['state_dict']
     own = model.backbone.state_dict()
     assert all(
         torch.equal(own[k], ckpt['backbone.' + k]) for k in report.loaded)
+
+
+def test_strict_downstream_load_refuses_a_dense_classifier(tmp_path):
+    """The RMoE-I configs' strict init_cfg: a dense checkpoint (routers and
+    residuals left at their init) is an error, not a report line."""
+    from rmoe_mm.checkpoint.fit import CheckpointMismatchError
+    cfg = Config.fromfile(TOY_UPSTREAM / 'swin_toy_imagenet.py')
+    path = save(build_model(cfg), tmp_path / 'dense.pth')
+    cfg = Config.fromfile(CONFIG_DIR / 'pipelines' / 'toy' /
+                          'swin_upernet_toy_ade20k_rmoe_i_upstream.py')
+    cfg.model.backbone.init_cfg.checkpoint = str(path)
+    model = build_model(cfg)
+    with pytest.raises(CheckpointMismatchError, match='router / residual'):
+        model.backbone.init_weights()
 
 
 @pytest.mark.parametrize('upstream,downstream,new_layers', [
@@ -143,6 +161,11 @@ def test_toy_downstream_rmoe_i_loads_the_intermediate_checkpoint(
      'swin_t_upernet_ade20k_rmoe_i_upstream.py', {'norm0', 'norm1', 'norm2'}),
     ('rmoe_cvt13_in1k_intermediate.py',
      'cvt13_upernet_ade20k_rmoe_i_upstream.py',
+     {'norm0', 'norm1', 'extra_embed'}),
+    ('rmoe_swin_t_in1k_intermediate.py',
+     'swin_t_mask_rcnn_coco_rmoe_i_upstream.py', {'norm0', 'norm1', 'norm2'}),
+    ('rmoe_cvt13_in1k_intermediate.py',
+     'cvt13_mask_rcnn_coco_rmoe_i_upstream.py',
      {'norm0', 'norm1', 'extra_embed'}),
 ])
 def test_full_size_downstream_loads_its_intermediate_classifier(

@@ -90,10 +90,10 @@ if ! mmcv_ok; then
   "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
 fi
 
-# ---- OpenMMLab stack, timm and test tools (mmcv is already satisfied) ----
+# ---- OpenMMLab stack, timm, test and lint tools (mmcv is already satisfied) ----
 # mmpretrain 1.2.0 (the upstream classification stage) asks for mmcv only in
 # its [mim] extra, so it leaves the mmcv built above alone.
-if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 mmpretrain==1.2.0 || ! "$PY" -c "import timm, pytest, ftfy, regex, pycocotools, matplotlib" 2>/dev/null; then
+if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 mmpretrain==1.2.0 flake8==5.0.4 isort==5.11.5 yapf==0.43.0 || ! "$PY" -c "import pytest, ftfy, regex, pycocotools, matplotlib; from timm.layers.activations import QuickGELU" 2>/dev/null; then
   log "installing mmengine, mmsegmentation, mmdet, mmpretrain, timm and test requirements"
   "${PIP[@]}" install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 fi
@@ -104,5 +104,13 @@ mmcv_ok || { log "mmcv $MMCV_VERSION is installed but 'import mmcv.ops' fails:";
 if ! (cd / && "$PY" -c "import rmoe_mm, os, sys; sys.exit(0 if os.path.realpath(os.path.dirname(rmoe_mm.__file__)) == os.path.realpath('$ROOT/rmoe_mm') else 1)" 2>/dev/null); then
   log "installing rmoe_mm (editable) from $ROOT"
   (cd "$ROOT" && "${PIP[@]}" install --no-deps --no-build-isolation -e .)
+fi
+# ---- the C++ expert loop of rmoe_mm/moe/experts.py (optional: without it the
+# same loop runs in Python; RMOE_MM_EXT=off skips the build) ----
+if [ "${RMOE_MM_EXT:-auto}" != off ]; then
+  "$PY" -c "import ninja" 2>/dev/null || "${PIP[@]}" install ninja
+  if ! (cd "$ROOT" && "$PY" -c "from rmoe_mm.moe import ext; ext.build()" >/dev/null 2>&1); then
+    log "could not build the C++ expert loop (rmoe_mm/moe/csrc); the Python loop will be used"
+  fi
 fi
 echo "$VENV"

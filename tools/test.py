@@ -2,19 +2,28 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir W] [--out OUT]
         [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...]
+        [--trust-checkpoint PATH] [--allow-partial-load]
 
 The command line of mmseg's / mmdet's / mmpretrain's 1.x ``tools/test.py``.
 ``--out`` follows the config's library: for mmseg a directory of predicted
 label maps, for mmdet a ``.pkl`` file of raw detections, for mmpretrain a
-``.pkl`` file of the predictions.
+``.pkl`` file of the predictions. CHECKPOINT may be a path or any URL scheme
+mmengine knows; it is loaded by rmoe_mm's safe loader and must fit the whole
+model (a missing decode head would mean random predictions): anything else
+stops the test unless ``--allow-partial-load``.
 """
 import argparse
 import os
 
 from mmengine.config import DictAction
 
-import rmoe_mm  # noqa: F401  registers modules, installs the checkpoint allow-list
-from rmoe_mm.engine import build_runner, load_config, run_then_destroy
+import rmoe_mm  # noqa: F401  registers modules, installs the safe loader
+from rmoe_mm.checkpoint.fit import guard_model_loads
+from rmoe_mm.engine import (build_runner, load_config, run_then_destroy,
+                            setup_distributed)
+from rmoe_mm.engine.checkpoint_args import (add_checkpoint_args,
+                                            apply_checkpoint_args, user_errors)
+from rmoe_mm.engine.preflight import preflight
 
 
 def parse_args(argv=None):
@@ -40,6 +49,7 @@ def parse_args(argv=None):
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_checkpoint_args(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -80,7 +90,7 @@ def enable_visualization(cfg, args) -> None:
 
 
 def build_cfg(args):
-    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -92,22 +102,28 @@ def build_cfg(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = build_cfg(args)
-    library = library_of(cfg)
-    dump = args.out is not None and library in ('mmdet', 'mmpretrain')
-    if dump and not args.out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out for {library} must be a .pkl file, got '
-                         f'{args.out!r}')
-    runner = build_runner(cfg)
-    if dump and library == 'mmdet':
-        from mmdet.evaluation import DumpDetResults
-        runner.test_evaluator.metrics.append(
-            DumpDetResults(out_file_path=args.out))
-    elif dump:
-        from mmengine.evaluator import DumpResults
-        runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
-    return run_then_destroy(runner.test)
+    with user_errors():
+        apply_checkpoint_args(args)
+        cfg = build_cfg(args)
+        library = library_of(cfg)
+        dump = args.out is not None and library in ('mmdet', 'mmpretrain')
+        if dump and not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out for {library} must be a .pkl file, got '
+                             f'{args.out!r}')
+        preflight(cfg, 'test', args.config)
+        # The process group (gloo without CUDA) and the DDP wrapper.
+        setup_distributed(cfg, args.launcher)
+        runner = build_runner(cfg)
+        guard_model_loads(runner.model, 'test')
+        if dump and library == 'mmdet':
+            from mmdet.evaluation import DumpDetResults
+            runner.test_evaluator.metrics.append(
+                DumpDetResults(out_file_path=args.out))
+        elif dump:
+            from mmengine.evaluator import DumpResults
+            runner.test_evaluator.metrics.append(
+                DumpResults(out_file_path=args.out))
+        return run_then_destroy(runner.test)
 
 
 if __name__ == '__main__':

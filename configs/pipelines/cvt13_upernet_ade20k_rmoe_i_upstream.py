@@ -11,8 +11,12 @@ intermediate_checkpoint = \
     'work_dirs/rmoe_cvt13_in1k_intermediate/epoch_5.pth'
 model = dict(
     backbone=dict(
-        init_cfg=dict(checkpoint=intermediate_checkpoint,
-                      prefix='backbone.')))
+        init_cfg=dict(
+            checkpoint=intermediate_checkpoint,
+            prefix='backbone.',
+            strict=True,  # all but the dense-prediction layers and the head
+            allowed_missing=['norm0.', 'norm1.', 'extra_embed.'],
+            allowed_unused=['head.'])))
 custom_hooks = [
     dict(type='RMoEStageHook', stages=[dict(name='finetune', begin=0)]),
     dict(type='MoEStatsHook'),

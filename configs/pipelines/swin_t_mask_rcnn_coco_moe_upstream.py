@@ -6,4 +6,9 @@ _base_ = ['./swin_t_mask_rcnn_coco_rmoe_d.py']
 upstream_checkpoint = 'work_dirs/moe_swin_t_in1k/epoch_300.pth'
 model = dict(
     backbone=dict(
-        init_cfg=dict(checkpoint=upstream_checkpoint, prefix='backbone.')))
+        init_cfg=dict(
+            checkpoint=upstream_checkpoint,
+            prefix='backbone.',
+            strict=True,  # all but the dense-prediction norms and the head
+            allowed_missing=['norm0.', 'norm1.', 'norm2.'],
+            allowed_unused=['head.'])))

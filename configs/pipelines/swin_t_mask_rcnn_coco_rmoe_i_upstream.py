@@ -9,5 +9,9 @@ intermediate_checkpoint = \
     'work_dirs/rmoe_swin_t_in1k_intermediate/epoch_5.pth'
 model = dict(
     backbone=dict(
-        init_cfg=dict(checkpoint=intermediate_checkpoint,
-                      prefix='backbone.')))
+        init_cfg=dict(
+            checkpoint=intermediate_checkpoint,
+            prefix='backbone.',
+            strict=True,  # all but the dense-prediction norms and the head
+            allowed_missing=['norm0.', 'norm1.', 'norm2.'],
+            allowed_unused=['head.'])))

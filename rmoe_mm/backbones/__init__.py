@@ -1,6 +1,11 @@
 """RMoE backbones, registered for both the mmseg and the mmdet scope."""
-from .cvt import CvT, RMoECvT
-from .rmoe_swin import ARCH_SETTINGS as SWIN_ARCH_SETTINGS
+from .base import RMoEBackboneMixin
+from .cvt import CvT
+from .loading import CheckpointMismatchError, LoadReport, load_rmoe_state_dict
+from .rmoe_cvt import RMoECvT
 from .rmoe_swin import RMoESwinTransformer
 
-__all__ = ['CvT', 'RMoECvT', 'RMoESwinTransformer', 'SWIN_ARCH_SETTINGS']
+__all__ = [
+    'CheckpointMismatchError', 'CvT', 'LoadReport', 'RMoEBackboneMixin',
+    'RMoECvT', 'RMoESwinTransformer', 'load_rmoe_state_dict'
+]

@@ -1,4 +1,4 @@
-"""CvT: Convolutional vision Transformer (Wu et al., ICCV 2021), dense and RMoE.
+"""CvT: Convolutional vision Transformer (Wu et al., ICCV 2021), dense.
 
 The architecture follows the official code (microsoft/CvT,
 ``lib/models/cls_cvt.py``): every stage starts with a convolutional token
@@ -11,14 +11,14 @@ Module names mirror the official ones (``patch_embed.proj``,
 ``attn.conv_proj_q.conv``, ``attn.proj_q``, ``norm1`` ...) so that checkpoint
 conversion is a short renaming (``rmoe_mm.converters.cvt``). The one
 deliberate difference is the MLP: it is an mmcv ``FFN`` (``ffn.layers.0.0`` =
-fc1, ``ffn.layers.1`` = fc2), which is what makes the RMoE form a plain FFN
-swap through the shared :mod:`rmoe_mm.moe.placement`.
+fc1, ``ffn.layers.1`` = fc2), which is what makes the RMoE form
+(:mod:`.rmoe_cvt`) a plain FFN swap through the shared
+:class:`~.base.RMoEBackboneMixin`.
 
 For dense prediction the backbone adds a LayerNorm per output and, by
 default, a fourth stride-32 level made by one more convolutional token
 embedding; see ``docs/cvt.md`` for why.
 """
-import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -28,37 +28,23 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN, build_dropout
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
-from mmengine.runner import CheckpointLoader
+from timm.layers.activations import QuickGELU
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from rmoe_mm.classification import move_final_norm
-from rmoe_mm.converters.common import extract_backbone_state_dict
+from rmoe_mm.checkpoint.fit import guard_backbone_loads
+from rmoe_mm.converters.common import StateDict
 from rmoe_mm.converters.cvt import convert_cvt_state_dict
-from rmoe_mm.converters.loading import load_rmoe_state_dict, rmoe_ffn_names
-from rmoe_mm.moe.placement import MoEBlocks, convert_ffn_to_moe, resolve_moe_blocks
 from rmoe_mm.registry import MODELS
+from .base import RMoEBackboneMixin
 
-
-class QuickGELU(nn.Module):
-    """``x * sigmoid(1.702 x)``: the GELU approximation the official CvT MLP uses.
-
-    NOTE: transformers' ``CvtModel`` uses the exact ``nn.GELU`` instead, but
-    its weights are converted from the official (QuickGELU-trained) ones.
-    """
-
-    def __init__(self, inplace: bool = False):
-        # ``inplace`` is accepted (and ignored) so that an act_cfg written
-        # for ReLU (``inplace=True``, mmcv FFN's default) still builds.
-        super().__init__()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-# mmcv and mmengine do not register a QuickGELU; mmseg registers one in its own
-# child registry only, so the mmdet scope would not find it. The root entry
-# makes ``act_cfg=dict(type='QuickGELU')`` buildable from both scopes.
+# The official CvT MLP uses QuickGELU, ``x * sigmoid(1.702 x)``: timm's, whose
+# dummy ``inplace`` lets an act_cfg written for ReLU build too.
+# NOTE: transformers' ``CvtModel`` uses the exact ``nn.GELU`` instead, but its
+# weights are converted from the official (QuickGELU-trained) ones. mmcv and
+# mmengine do not register a QuickGELU; mmseg registers one in its own child
+# registry only, so the mmdet scope would not find it. The root entry makes
+# ``act_cfg=dict(type='QuickGELU')`` buildable from both scopes.
 if 'QuickGELU' not in MODELS.module_dict:
     MODELS.register_module(name='QuickGELU', module=QuickGELU)
 
@@ -69,7 +55,8 @@ def _tokens_to_map(x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
 
 
 class ConvEmbed(BaseModule):
-    """Convolutional token embedding: a strided conv, then LayerNorm over channels.
+    """Convolutional token embedding: a strided conv, then a LayerNorm over
+    channels.
 
     Args:
         in_channels (int): Channels of the input map.
@@ -95,7 +82,7 @@ class ConvEmbed(BaseModule):
         self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Map ``[B, C_in, H, W]`` to tokens ``[B, H'*W', C]`` and ``(H', W')``."""
+        """``[B, C_in, H, W]`` to tokens ``[B, H'*W', C]`` and ``(H', W')``."""
         x = self.proj(x)
         hw_shape = (x.shape[2], x.shape[3])
         return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
@@ -160,8 +147,10 @@ class ConvAttention(BaseModule):
     Args:
         embed_dims (int): Token channels.
         num_heads (int): Number of attention heads.
-        qkv_bias (bool): Bias in the linear q/k/v projections. Defaults to True.
-        attn_drop_rate (float): Dropout on the attention weights. Defaults to 0.
+        qkv_bias (bool): Bias in the linear q/k/v projections.
+            Defaults to True.
+        attn_drop_rate (float): Dropout on the attention weights.
+            Defaults to 0.
         proj_drop_rate (float): Dropout after the output projection.
             Defaults to 0.
         qkv_proj_method (str): See :class:`ConvProjection`. Queries use
@@ -223,7 +212,8 @@ class ConvAttention(BaseModule):
         return x.reshape(batch, tokens, self.num_heads,
                          channels // self.num_heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                hw_shape: Tuple[int, int]) -> torch.Tensor:
         """Attend over tokens ``[B, (1 +) H*W, C]`` of an ``hw_shape`` map."""
         if self.with_cls_token:
             cls_token, x = x[:, :1], x[:, 1:]
@@ -293,7 +283,8 @@ class CvTBlock(BaseModule):
             dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
             add_identity=True)
 
-    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                hw_shape: Tuple[int, int]) -> torch.Tensor:
 
         def _inner_forward(x):
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
@@ -356,7 +347,8 @@ class CvTStage(BaseModule):
         (and, with ``return_cls_token``, the cls token ``[B, C]``)."""
         x, hw_shape = self.patch_embed(x)
         if self.with_cls_token:
-            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+            cls_token = self.cls_token.expand(x.shape[0], -1, -1)
+            x = torch.cat((cls_token, x), dim=1)
         for block in self.blocks:
             x = block(x, hw_shape)
         cls_token = None
@@ -380,15 +372,15 @@ def _drop_path_rates(drop_path_rate: Union[float, Sequence[float]],
         splits = [sum(depths[:i]) for i in range(len(depths) + 1)]
         return [rates[splits[i]:splits[i + 1]] for i in range(len(depths))]
     if len(drop_path_rate) != len(depths):
-        raise ValueError(f'drop_path_rate has {len(drop_path_rate)} values but '
-                         f'there are {len(depths)} stages; give a float or '
-                         'one value per stage')
+        raise ValueError(f'drop_path_rate has {len(drop_path_rate)} values '
+                         f'but there are {len(depths)} stages; give a float '
+                         'or one value per stage')
     return [torch.linspace(0, rate, depth, device='cpu').tolist()
             for rate, depth in zip(drop_path_rate, depths)]
 
 
 @MODELS.register_module()
-class CvT(BaseModule):
+class CvT(RMoEBackboneMixin, BaseModule):
     """Convolutional vision Transformer backbone for dense prediction.
 
     A reimplementation of the official CvT (arXiv 2103.15808) that loads its
@@ -465,6 +457,9 @@ class CvT(BaseModule):
             Defaults to ``'featmap'``.
     """
 
+    family = 'CvT'
+    checkpoint_doc = 'docs/cvt.md'
+    #: Official presets (``'cvt-13'`` ... are accepted too).
     arch_zoo = {
         '13': dict(embed_dims=(64, 192, 384), depths=(1, 2, 10),
                    num_heads=(1, 3, 6)),
@@ -506,7 +501,7 @@ class CvT(BaseModule):
                  init_cfg: Optional[dict] = None,
                  out_type: str = 'featmap'):
         super().__init__(init_cfg)
-        arch_cfg = self._parse_arch(arch)
+        arch_cfg = self.arch_preset(arch)
         self.embed_dims = list(arch_cfg['embed_dims'])
         self.depths = list(arch_cfg['depths'])
         self.num_heads = list(arch_cfg['num_heads'])
@@ -520,8 +515,8 @@ class CvT(BaseModule):
                 raise ValueError(f'{name} has {len(values)} values but the '
                                  f'arch has {num_stages} stages')
         if extra_level not in self.EXTRA_LEVELS:
-            raise ValueError(f'extra_level must be one of {self.EXTRA_LEVELS}, '
-                             f'got {extra_level!r}')
+            raise ValueError('extra_level must be one of '
+                             f'{self.EXTRA_LEVELS}, got {extra_level!r}')
         num_levels = num_stages + (extra_level is not None)
         out_indices = list(range(num_levels) if out_indices is None else
                            out_indices)
@@ -595,94 +590,32 @@ class CvT(BaseModule):
                                     build_norm_layer(norm_cfg,
                                                      self.embed_dims[i])[1])
         self._freeze_stages()
+        guard_backbone_loads(self)  # no load into it is silently partial
 
-    def _parse_arch(self, arch: Union[str, Dict]) -> Dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            key = key[4:] if key.startswith('cvt-') else key
-            if key not in self.arch_zoo:
-                raise ValueError(f'Unknown CvT arch {arch!r}; choose one of '
-                                 f'{sorted(self.arch_zoo)} or give a dict')
-            return self.arch_zoo[key]
-        missing = {'embed_dims', 'depths', 'num_heads'} - set(arch)
-        if missing:
-            raise ValueError(f'A custom CvT arch needs the keys {sorted(missing)}')
-        return arch
-
-    # ------------------------------------------------------------------ init
-    def init_weights(self):
-        """From scratch as the official code, or from a checkpoint.
-
-        ``init_cfg=None``: trunc-normal (std 0.02) Linear weights, zero
-        biases, unit LayerNorm/BatchNorm, trunc-normal cls tokens, as the
-        official ``trunc_norm`` init; RMoE routers and residuals then get
-        their own init. ``init_cfg=dict(type='Pretrained', checkpoint=PATH[,
-        prefix='backbone.'])``: see :meth:`load_pretrained`.
-        """
-        if self.init_cfg is None:
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_(m.weight, std=.02)
-                    if m.bias is not None:
-                        nn.init.constant_(m.bias, 0)
-                elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
-                    nn.init.constant_(m.weight, 1.0)
+    # ------------------------------------------------ RMoEBackboneMixin
+    def init_from_scratch(self) -> None:
+        """The official ``trunc_norm`` init: trunc-normal (std 0.02) Linear
+        weights (RMoE shared weights and linear router gates included), zero
+        biases, unit LayerNorm/BatchNorm, trunc-normal cls tokens; RMoE
+        residuals keep their construction-time noise."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
                     nn.init.constant_(m.bias, 0)
-            for stage in self.stages:
-                if stage.with_cls_token:
-                    trunc_normal_(stage.cls_token, std=.02)
-            for name in rmoe_ffn_names(self):
-                ffn = self.get_submodule(name)
-                if hasattr(ffn, 'reset_moe_parameters'):
-                    ffn.reset_moe_parameters()
-            return
-        if self.init_cfg.get('type') != 'Pretrained' or \
-                'checkpoint' not in self.init_cfg:
-            raise ValueError(
-                f'{type(self).__name__} supports init_cfg=None or '
-                "dict(type='Pretrained', checkpoint=...), got "
-                f'{self.init_cfg}')
-        self.load_pretrained(self.init_cfg['checkpoint'],
-                             prefix=self.init_cfg.get('prefix'),
-                             final_norm=self.init_cfg.get('final_norm', False))
+            elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
+                nn.init.constant_(m.weight, 1.0)
+                nn.init.constant_(m.bias, 0)
+        for stage in self.stages:
+            if stage.with_cls_token:
+                trunc_normal_(stage.cls_token, std=.02)
 
-    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
-                        final_norm: bool = False):
-        """Load a CvT checkpoint file of any layout in :mod:`rmoe_mm.converters.cvt`.
-
-        Dense checkpoints fill RMoE cores; the classifier, the final norm and
-        a cls token this model was built without are reported as ignored.
-
-        Args:
-            checkpoint: path or URL of a dense or RMoE CvT checkpoint.
-            prefix: the backbone's prefix in a whole-model checkpoint; by
-                default ``backbone.`` is used when present.
-            final_norm: load the checkpoint's final norm (official
-                ``norm``) into the last stage's output norm, as a classifier
-                needs (:func:`rmoe_mm.classification.move_final_norm`).
-
-        Returns:
-            LoadReport: what was loaded, initialised and ignored (also
-            logged).
-        """
-        ckpt = CheckpointLoader.load_checkpoint(
-            checkpoint, map_location='cpu', logger='current')
-        state_dict, ignored = extract_backbone_state_dict(ckpt, prefix)
-        state_dict, layout = convert_cvt_state_dict(state_dict)
-        if final_norm:
-            state_dict = move_final_norm(state_dict, self._final_norm_name())
-        return load_rmoe_state_dict(self, state_dict, source=str(checkpoint),
-                                    layout=layout, ignored=ignored)
-
-    def _final_norm_name(self) -> str:
-        """The last stage's output norm: a classifier's final norm."""
-        name = f'norm{len(self.stages) - 1}'
-        if not hasattr(self, name):
-            raise ValueError(
-                f'init_cfg final_norm=True loads the final norm into {name}, '
-                'but this backbone has none: put the last stage in '
-                'out_indices')
-        return name
+    def convert_state_dict(self, state_dict: StateDict,
+                           source: str = '') -> Tuple[StateDict, str]:
+        """Any layout of :mod:`rmoe_mm.converters.cvt` -> this one. The
+        classifier, the final norm and a cls token this model was built
+        without pass through, to be reported as ignored."""
+        return convert_cvt_state_dict(state_dict)
 
     # -------------------------------------------------------------- training
     def _freeze_stages(self) -> None:
@@ -728,43 +661,3 @@ class CvT(BaseModule):
             else:  # 'pool', as mmdet's FPN makes its extra levels
                 outs.append(F.max_pool2d(feature, kernel_size=1, stride=2))
         return tuple(outs)
-
-
-@MODELS.register_module()
-class RMoECvT(CvT):
-    """CvT whose chosen blocks have a Residual-MoE FFN.
-
-    The dense CvT is built first and the FFNs of ``moe_blocks`` are then
-    converted by the shared :func:`rmoe_mm.moe.placement.convert_ffn_to_moe`,
-    so the core of each RMoE FFN keeps the dense parameter names: a dense
-    CvT checkpoint (any layout) initialises the cores, and residuals and
-    routers keep their own initialisation.
-
-    Args:
-        moe_blocks: Which blocks get an RMoE FFN, see
-            :func:`rmoe_mm.moe.placement.resolve_moe_blocks`. Defaults to None
-            (the odd blocks of the last two stages).
-        moe_cfg (dict, optional): Keyword arguments of
-            ``RMoEFFN.from_dense`` (``num_experts``, ``top_k``, ...).
-            Defaults to None (the RMoEFFN defaults).
-        **kwargs: Arguments of :class:`CvT`.
-    """
-
-    def __init__(self,
-                 *args,
-                 moe_blocks: MoEBlocks = None,
-                 moe_cfg: Optional[dict] = None,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self.moe_cfg = copy.deepcopy(moe_cfg) or {}
-        #: Sorted block indices with an RMoE FFN, one list per stage.
-        self.moe_blocks = [
-            sorted(stage)
-            for stage in resolve_moe_blocks(moe_blocks, self.depths)
-        ]
-        for stage, blocks in zip(self.stages, self.moe_blocks):
-            for index in blocks:
-                block = stage.blocks[index]
-                block.ffn = convert_ffn_to_moe(block.ffn, self.moe_cfg)
-        # The new RMoE FFNs of a frozen stage are frozen too.
-        self._freeze_stages()

@@ -3,28 +3,29 @@
 The dense network is mmseg's ``SwinTransformer`` (mmdet's is the same network
 with the same key layout), built unchanged; the FFN of each block named by
 ``moe_blocks`` is then replaced by an :class:`~rmoe_mm.moe.RMoEFFN` whose
-core is that FFN. So the forward pass, ``with_cp`` and ``frozen_stages`` are
-mmseg's, and a dense Swin checkpoint loads into the cores with no renaming.
+shared weights are that FFN's (:class:`~.base.RMoEBackboneMixin`). So the
+forward pass, ``with_cp`` and ``frozen_stages`` are mmseg's, and a dense Swin
+checkpoint loads into the RMoE FFNs with no renaming.
 
-One class registered in mmengine's root registry serves both the mmseg and the
-mmdet scope (see :mod:`rmoe_mm.registry`).
+One class registered in mmengine's root registry serves both the mmseg and
+the mmdet scope (see :mod:`rmoe_mm.registry`).
 """
-import copy
-from typing import Dict, Optional, Sequence
+import math
+from typing import Dict, List, Tuple
 
-import torch
-import torch.nn.functional as F
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.models.backbones.swin import SwinTransformer
+from timm.layers import resample_abs_pos_embed
+from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
 from rmoe_mm.backbones.swin_window_rule import apply_official_window_rule
-from rmoe_mm.classification import move_final_norm
-from rmoe_mm.converters.common import extract_backbone_state_dict
-from rmoe_mm.converters.loading import load_rmoe_state_dict
+from rmoe_mm.checkpoint.fit import guard_backbone_loads
+from rmoe_mm.converters.common import StateDict
 from rmoe_mm.converters.swin import DERIVED_BUFFERS, convert_swin_state_dict
-from rmoe_mm.moe.placement import convert_ffn_to_moe, resolve_moe_blocks
+from rmoe_mm.moe.config import MoEConfig
+from rmoe_mm.moe.placement import resolve_moe_blocks
 from rmoe_mm.registry import MODELS
+from .base import RMoEBackboneMixin
 
 #: Swin sizes of the paper (Liu et al. 2021, Table 1).
 SWIN_SIZES: Dict[str, dict] = {
@@ -40,68 +41,27 @@ SWIN_SIZES: Dict[str, dict] = {
 SWIN_WINDOWS: Dict[int, int] = {7: 224, 12: 384}
 
 
-def _arch_settings() -> Dict[str, dict]:
-    """``'tiny'`` ... ``'large'`` (window 7, 224 px) and ``'-w12'`` (384 px)."""
-    settings = {}
+def _swin_arch_zoo() -> Dict[str, dict]:
+    """``'tiny'`` ... ``'large'`` (window 7, 224 px), ``'-w12'`` (384 px)."""
+    presets = {}
     for size, dims in SWIN_SIZES.items():
         for window, img_size in SWIN_WINDOWS.items():
             preset = dict(dims, window_size=window, pretrain_img_size=img_size)
-            settings[f'{size}-w{window}'] = preset
+            presets[f'{size}-w{window}'] = preset
             if window == 7:
-                settings[size] = preset
-    return settings
-
-
-#: Named presets for ``arch``: tiny, small, base, large (window 7, 224 px
-#: pretraining) and tiny-w12 ... large-w12 (window 12, 384 px); ``-w7``
-#: spells the default window explicitly.
-ARCH_SETTINGS: Dict[str, dict] = _arch_settings()
-_DEFAULTS = ARCH_SETTINGS['tiny']
-
-
-def _resolve_arch(arch: Optional[str], **given) -> dict:
-    """Fill the arguments left at ``None`` from ``arch`` (or Swin-T).
-
-    An argument given explicitly must agree with the preset: silently
-    preferring one of two contradicting sizes would build a model the
-    checkpoint does not fit.
-    """
-    if arch is None:
-        preset = _DEFAULTS
-    elif arch in ARCH_SETTINGS:
-        preset = ARCH_SETTINGS[arch]
-    else:
-        raise ValueError(f'unknown Swin arch {arch!r}; choose one of '
-                         f'{", ".join(ARCH_SETTINGS)}')
-    resolved = {}
-    for name, value in given.items():
-        if value is None:
-            resolved[name] = preset[name]
-            continue
-        if arch is not None and _normalise(value) != _normalise(preset[name]):
-            raise ValueError(
-                f'arch={arch!r} sets {name}={preset[name]!r}, but {name}='
-                f'{value!r} was given too; drop one of them')
-        resolved[name] = value
-    return resolved
-
-
-def _normalise(value):
-    """Compare sizes independent of list/tuple and of ``224`` vs ``(224, 224)``."""
-    if isinstance(value, (list, tuple)):
-        value = tuple(value)
-        return value * 2 if len(value) == 1 else value
-    return (value, value) if isinstance(value, int) else value
+                presets[size] = preset
+    return presets
 
 
 @MODELS.register_module()
-class RMoESwinTransformer(SwinTransformer):
+class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
     """Swin Transformer whose chosen FFNs are Residual-MoE FFNs.
 
     Every argument of mmseg's and mmdet's ``SwinTransformer`` is accepted with
     the same meaning and default; ``arch``, ``moe_blocks`` and ``moe_cfg``
-    are new. With a dense checkpoint in ``init_cfg``, each MoE FFN's core is
-    the dense FFN, residuals start as in ``moe_cfg`` and routers are new.
+    are new. With a dense checkpoint in ``init_cfg``, each RMoE FFN's shared
+    weights are the dense FFN's, residuals start as in ``moe_cfg`` and
+    routers are new.
 
     Args:
         pretrain_img_size (int | tuple[int], optional): Input size at
@@ -146,26 +106,34 @@ class RMoESwinTransformer(SwinTransformer):
             checkpoint in any layout of :mod:`rmoe_mm.converters.swin`;
             ``final_norm=True`` also loads the checkpoint's final norm into
             the last output norm (classifiers). Default: None.
-        arch (str, optional): Named size preset (see :data:`ARCH_SETTINGS`):
-            fills ``embed_dims``, ``depths``, ``num_heads``, ``window_size``
-            and ``pretrain_img_size`` left at None; explicit values must
-            agree with it. Default: None (Swin-T sizes for unset arguments).
+        arch (str | dict, optional): Named size preset (see
+            :attr:`arch_zoo`) or a dict of the same keys: fills
+            ``embed_dims``, ``depths``, ``num_heads``, ``window_size`` and
+            ``pretrain_img_size`` left at None; explicit values must agree
+            with it. Default: None (Swin-T sizes for unset arguments).
         moe_blocks (str | Sequence[Sequence[int]], optional): Which blocks get
             an RMoE FFN: one list of block indices per stage (negative
             indices count from the stage end), ``'all'`` or ``'none'``.
             Default: None, the odd (shifted-window) blocks of the last two
             stages.
-        moe_cfg (dict, optional): Keyword arguments of
-            :meth:`RMoEFFN.from_dense` (num_experts, top_k, router,
+        moe_cfg (dict, optional): Settings of the RMoE FFNs, the fields of
+            :class:`~rmoe_mm.moe.MoEConfig` (num_experts, top_k, router,
             gate_noise, capacity_factor, balance_loss, balance_loss_weight,
             residual_std, alignment, residual_rank). Default: None, the
-            RMoEFFN defaults (8 experts, top-1).
+            defaults (8 experts, top-1).
         official_window_rule (bool): Where a stage's feature map at
             ``pretrain_img_size`` is not larger than the window, turn the
             shift off and shrink the window to the map, as the official Swin
             does (:mod:`.swin_window_rule`); needed for the official logits
             of the ImageNet checkpoints. Default: False (mmseg's Swin).
     """
+
+    family = 'Swin'
+    checkpoint_doc = 'docs/swin.md'
+    #: Named presets for ``arch``: tiny, small, base, large (window 7, 224 px
+    #: pretraining) and tiny-w12 ... large-w12 (window 12, 384 px); ``-w7``
+    #: spells the default window explicitly.
+    arch_zoo: Dict[str, dict] = _swin_arch_zoo()
 
     def __init__(self,
                  pretrain_img_size=None,
@@ -193,12 +161,13 @@ class RMoESwinTransformer(SwinTransformer):
                  frozen_stages=-1,
                  init_cfg=None,
                  *,
-                 arch: Optional[str] = None,
+                 arch=None,
                  moe_blocks=None,
-                 moe_cfg: Optional[dict] = None,
-                 official_window_rule: bool = False):
-        sizes = _resolve_arch(
+                 moe_cfg=None,
+                 official_window_rule=False):
+        sizes = self.resolve_arch(
             arch,
+            'tiny',
             embed_dims=embed_dims,
             depths=depths,
             num_heads=num_heads,
@@ -208,8 +177,9 @@ class RMoESwinTransformer(SwinTransformer):
             raise ValueError(
                 f'num_heads {tuple(sizes["num_heads"])} and depths '
                 f'{tuple(sizes["depths"])} must have one entry per stage')
-        # Fail on a bad placement before building hundreds of MB of weights.
-        resolved_blocks = resolve_moe_blocks(moe_blocks, sizes['depths'])
+        # Fail on bad MoE settings before building hundreds of MB of weights.
+        blocks = resolve_moe_blocks(moe_blocks, sizes['depths'])
+        cfg = MoEConfig.build(moe_cfg)
         super().__init__(
             in_channels=in_channels,
             patch_size=patch_size,
@@ -236,103 +206,42 @@ class RMoESwinTransformer(SwinTransformer):
         self.window_rule_changes = apply_official_window_rule(
             self.stages, sizes['pretrain_img_size'],
             strides) if official_window_rule else []
-        self.moe_cfg = copy.deepcopy(moe_cfg) or {}
-        #: Sorted block indices with an RMoE FFN, one list per stage.
-        self.moe_blocks = [sorted(stage) for stage in resolved_blocks]
-        for stage, blocks in zip(self.stages, self.moe_blocks):
-            for index in blocks:
-                block = stage.blocks[index]
-                block.ffn = convert_ffn_to_moe(block.ffn, self.moe_cfg)
+        self.convert_moe_blocks(blocks, cfg)
+        guard_backbone_loads(self)  # no load into it is silently partial
 
     def forward(self, x):
         """mmseg's Swin forward; the outputs as a tuple, which mmpretrain's
         necks require (mmseg's and mmdet's heads take either)."""
         return tuple(super().forward(x))
 
-    # ------------------------------------------------------------ weights
-    def init_weights(self):
-        """From scratch as mmseg's Swin, or from a dense / RMoE checkpoint.
+    # ------------------------------------------------ RMoEBackboneMixin
+    def init_from_scratch(self) -> None:
+        """mmseg's Swin init: it re-draws every ``nn.Linear`` (the shared FFN
+        weights and the linear router gate included: trunc-normal, std
+        0.02) and leaves the residuals at their construction-time noise."""
+        SwinTransformer.init_weights(self)
 
-        From scratch, mmseg's pass re-draws every ``nn.Linear`` (cores and the
-        linear router gate included: trunc-normal, std 0.02, the router's own
-        init) and leaves the residuals at their construction-time noise.
-        """
-        if self.init_cfg is None:
-            super().init_weights()
-            return
-        if not isinstance(self.init_cfg, dict) or \
-                self.init_cfg.get('type') != 'Pretrained' or \
-                'checkpoint' not in self.init_cfg:
-            raise ValueError(
-                f'{type(self).__name__} supports init_cfg=None or '
-                "dict(type='Pretrained', checkpoint=...), got "
-                f'{self.init_cfg}')
-        self.load_pretrained(self.init_cfg['checkpoint'],
-                             prefix=self.init_cfg.get('prefix'),
-                             final_norm=self.init_cfg.get('final_norm', False))
-
-    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
-                        final_norm: bool = False):
-        """Load a Swin checkpoint file of any supported layout.
-
-        Args:
-            checkpoint: path (or URL) of a dense or RMoE Swin checkpoint.
-            prefix: the backbone's prefix in a whole-model checkpoint; by
-                default ``backbone.`` is used when present.
-            final_norm: load the checkpoint's final norm (official ``norm``,
-                after the last stage) into the last stage's output norm, as
-                a classifier needs (mmseg and mmdet leave it out).
-
-        Returns:
-            LoadReport: what was loaded, initialised and ignored (also
-            logged).
-        """
-        try:
-            ckpt = CheckpointLoader.load_checkpoint(
-                checkpoint, map_location='cpu', logger='current')
-        except FileNotFoundError as err:
-            raise FileNotFoundError(
-                f'Swin checkpoint {checkpoint!r} not found (see docs/swin.md '
-                'for where to put the official Swin files, or set '
-                'init_cfg=None to train from scratch)') from err
-        state_dict, ignored = extract_backbone_state_dict(ckpt, prefix)
+    def convert_state_dict(self, state_dict: StateDict,
+                           source: str = '') -> Tuple[StateDict, str]:
+        """Any layout of :mod:`rmoe_mm.converters.swin` -> the mm* one."""
         state_dict, layout = convert_swin_state_dict(state_dict)
-        if final_norm:
-            state_dict = move_final_norm(state_dict, self._final_norm_name())
         official = layout in ('official', 'timm')
         if bool(self.convert_weights) != official:
             print_log(
-                f'convert_weights={self.convert_weights} but {checkpoint} is '
-                f'in the {layout} layout; it is converted according to its '
-                'keys', logger='current')
+                f'convert_weights={self.convert_weights} but {source} is in '
+                f'the {layout} layout; it is converted according to its keys',
+                logger='current')
+        return state_dict, layout
+
+    def fit_state_dict(self,
+                       state_dict: StateDict) -> Tuple[StateDict, List[str]]:
+        """Drop the derived buffers (recomputed from this window size) and
+        resize relative-position tables to this window, as mmseg does
+        (bicubic), and absolute position embeddings to this grid."""
         recomputed = [k for k in state_dict
                       if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS]
         for key in recomputed:
             del state_dict[key]
-        state_dict = self._fit_position_tables(state_dict)
-        model_buffers = [k for k, _ in self.named_buffers()
-                         if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS]
-        return load_rmoe_state_dict(
-            self,
-            state_dict,
-            source=str(checkpoint),
-            layout=layout,
-            ignored=ignored,
-            recomputed=sorted(set(recomputed) | set(model_buffers)))
-
-    def _final_norm_name(self) -> str:
-        """The last stage's output norm: a classifier's final norm."""
-        name = f'norm{len(self.stages) - 1}'
-        if not hasattr(self, name):
-            raise ValueError(
-                f'init_cfg final_norm=True loads the final norm into {name}, '
-                'but this backbone has none: put the last stage in '
-                'out_indices')
-        return name
-
-    def _fit_position_tables(self, state_dict):
-        """Resize relative-position tables to this window, as mmseg does
-        (bicubic), and absolute position embeddings to this grid."""
         own = self.state_dict()
         for key, table in list(state_dict.items()):
             if not key.endswith('relative_position_bias_table') or \
@@ -341,29 +250,17 @@ class RMoESwinTransformer(SwinTransformer):
             (len_ckpt, heads_ckpt), (len_own, heads_own) = \
                 table.shape, own[key].shape
             if heads_ckpt == heads_own and len_ckpt != len_own:
-                state_dict[key] = _resize_table(table, len_own)
+                window = (math.isqrt(len_own) + 1) // 2
+                state_dict[key] = resize_rel_pos_bias_table_simple(
+                    table, (window, window), own[key].shape)
         pos = state_dict.get('absolute_pos_embed')
+        own_pos = getattr(self, 'absolute_pos_embed', None)
         if pos is not None and self.use_abs_pos_embed and \
-                pos.shape != self.absolute_pos_embed.shape and \
-                pos.shape[-1] == self.absolute_pos_embed.shape[-1]:
-            state_dict['absolute_pos_embed'] = _resize_pos_embed(
-                pos, self.absolute_pos_embed.shape[1])
-        return state_dict
-
-
-def _resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
-    """``[(2W-1)^2, heads]`` bias table -> ``[length, heads]``, bicubic."""
-    heads = table.shape[1]
-    side_in, side_out = int(table.shape[0]**0.5), int(length**0.5)
-    grid = table.permute(1, 0).reshape(1, heads, side_in, side_in)
-    grid = F.interpolate(grid, size=(side_out, side_out), mode='bicubic')
-    return grid.reshape(heads, length).permute(1, 0).contiguous()
-
-
-def _resize_pos_embed(pos: torch.Tensor, length: int) -> torch.Tensor:
-    """``[1, L, C]`` square-grid position embedding -> ``[1, length, C]``."""
-    channels = pos.shape[-1]
-    side_in, side_out = int(pos.shape[1]**0.5), int(length**0.5)
-    grid = pos.reshape(1, side_in, side_in, channels).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(side_out, side_out), mode='bicubic')
-    return grid.permute(0, 2, 3, 1).reshape(1, length, channels)
+                pos.shape != own_pos.shape and \
+                pos.shape[-1] == own_pos.shape[-1]:
+            side = math.isqrt(own_pos.shape[1])
+            state_dict['absolute_pos_embed'] = resample_abs_pos_embed(
+                pos, [side, side], num_prefix_tokens=0, antialias=False)
+        model_buffers = [k for k, _ in self.named_buffers()
+                         if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS]
+        return state_dict, sorted(set(recomputed) | set(model_buffers))

@@ -139,7 +139,16 @@ def convert_layout(state_dict: StateDict, converters: Mapping[str, Callable],
         layout: force a layout instead of detecting it.
     """
     if layout is None:
-        layout = detect(state_dict)
+        try:
+            layout = detect(state_dict)
+        except CheckpointLayoutError as err:
+            from rmoe_mm.checkpoint.fit import backbone_family
+            other = backbone_family(state_dict)
+            if other is None or other == family:
+                raise
+            raise CheckpointLayoutError(
+                f'this is a {other} checkpoint, not a {family} one: {err}'
+            ) from None
     if layout not in converters:
         raise ValueError(f'unknown {family} layout {layout!r}; known: '
                          f'{", ".join(converters)}')

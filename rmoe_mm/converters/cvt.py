@@ -11,9 +11,10 @@ unchanged, so the loader reports them as ignored.
 ============  ===============================================================
 layout        how to recognise it
 ============  ===============================================================
-rmoe_mm       ``stages.0.blocks.0.ffn.layers.0.0.weight``: :class:`CvT` /
+mm            ``stages.0.blocks.0.ffn.layers.0.0.weight``: :class:`CvT` /
               :class:`RMoECvT` and whole segmentors/detectors after the
-              ``backbone.`` prefix is removed
+              ``backbone.`` prefix is removed (named like Swin's mm*
+              layout: this project's own)
 official      ``stage0.patch_embed.proj.weight``,
               ``stage0.blocks.0.attn.conv_proj_q.conv.weight``,
               ``stage0.blocks.0.mlp.fc1.weight``, ``stage2.cls_token``,
@@ -121,7 +122,7 @@ def mm_cvt_to_mm(state_dict: StateDict) -> StateDict:
 
 
 CVT_CONVERTERS: Dict[str, Callable[[StateDict], StateDict]] = {
-    'rmoe_mm': mm_cvt_to_mm,
+    'mm': mm_cvt_to_mm,
     'official': official_cvt_to_mm,
     'transformers': transformers_cvt_to_mm,
 }
@@ -140,7 +141,7 @@ def detect_cvt_layout(state_dict: StateDict) -> str:
            for k in keys):
         return 'transformers'
     if any(re.match(r'^stages\.\d+\.patch_embed\.', k) for k in keys):
-        return 'rmoe_mm'
+        return 'mm'
     raise CheckpointLayoutError(
         'cannot tell the CvT checkpoint layout: expected official keys '
         "('stage0.patch_embed.proj.weight'), transformers keys "

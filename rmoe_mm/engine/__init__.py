@@ -2,11 +2,11 @@
 precision without CUDA."""
 from .amp import CPUAutocastOptimWrapper, enable_amp
 from .cli import build_runner, load_config, run_then_destroy
-from .distributed import (DeviceAwareDistributedDataParallel, destroy_distributed,
-                          prepare_distributed_cfg)
+from .distributed import (DeviceAwareDistributedDataParallel,
+                          destroy_distributed, setup_distributed)
 
 __all__ = [
     'CPUAutocastOptimWrapper', 'enable_amp', 'build_runner', 'load_config',
     'run_then_destroy', 'DeviceAwareDistributedDataParallel',
-    'destroy_distributed', 'prepare_distributed_cfg'
+    'destroy_distributed', 'setup_distributed'
 ]

@@ -3,10 +3,11 @@
 mmengine 0.10.7 assumes a GPU once ``launcher != 'none'``: ``init_dist``
 calls ``torch.cuda.set_device`` and ``Runner.wrap_model`` passes
 ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module. On a machine
-without CUDA, :func:`prepare_distributed_cfg` initialises the process group
-with gloo itself (mmengine then skips its own initialisation) and selects
+without CUDA, :func:`setup_distributed` initialises the process group with
+gloo itself (mmengine then skips its own initialisation) and selects
 :class:`DeviceAwareDistributedDataParallel`, so ``tools/dist_train.sh`` runs
-with CPU processes. With CUDA, nothing changes.
+with CPU processes. With CUDA, nothing changes. The tools call it as an
+explicit step after reading the config.
 """
 import os
 
@@ -31,8 +32,13 @@ class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
         super().__init__(module=module, device_ids=device_ids, **kwargs)
 
 
-def prepare_distributed_cfg(cfg, launcher: str) -> None:
-    """Make ``cfg`` runnable under ``launcher`` on this machine (in place)."""
+def setup_distributed(cfg, launcher: str) -> None:
+    """Make ``cfg`` runnable under ``launcher`` on this machine (in place).
+
+    Sets ``cfg.launcher``; without CUDA and with ``launcher='pytorch'`` it
+    also initialises the gloo process group (from ``RANK`` and
+    ``WORLD_SIZE``) and selects :class:`DeviceAwareDistributedDataParallel`.
+    """
     cfg.launcher = launcher
     if launcher == 'none' or torch.cuda.is_available():
         return

@@ -30,7 +30,7 @@ middle of a stage restores that stage.
 """
 import copy
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -41,54 +41,37 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from rmoe_mm.moe import moe_param_groups
-from rmoe_mm.moe.residual_ffn import (aux_grad_scale_from_optim_wrapper,
-                                      set_aux_grad_scale)
+from rmoe_mm.moe import ROLES, set_aux_grad_scale, split_parameters
+from rmoe_mm.moe.params import NamedParams
 from rmoe_mm.registry import HOOKS
 
-#: Parameter roles a stage can freeze.
-ROLES = ('core', 'residual', 'router', 'heads')
 
-NamedParams = List[Tuple[str, nn.Parameter]]
+def aux_grad_scale_from_optim_wrapper(optim_wrapper) -> float:
+    """The factor mmengine's optimizer wrapper puts on the next loss it
+    backprops, which the injected balance-loss gradient must follow.
 
+    ``AmpOptimWrapper`` multiplies the loss by ``loss_scaler.get_scale()``
+    (when its ``GradScaler`` is enabled); every ``OptimWrapper`` divides it by
+    the accumulation factor of ``OptimWrapper.scale_loss``:
+    ``accumulative_counts``, or the remainder for the last, incomplete window
+    of training. Call it before the iteration's backward.
 
-def split_parameters(model: nn.Module,
-                     backbone: Optional[str] = 'backbone'
-                     ) -> Dict[str, NamedParams]:
-    """Every parameter of ``model`` by its RMoE role.
-
-    ``residual`` and ``router``: the expert residuals and routers of the RMoE
-    FFNs (:func:`rmoe_mm.moe.moe_param_groups`). ``core``: every other
-    parameter of the backbone (patch embedding, attention, norms, the FFN
-    cores, ...). ``heads``: every other parameter of the model (necks, decode
-    and auxiliary heads, RPN/RoI heads).
-
-    Args:
-        model (nn.Module): The model (not a DDP wrapper).
-        backbone (str, optional): Dotted path of the backbone inside
-            ``model``. None: the whole model is the backbone. Default:
-            ``'backbone'`` (mmseg segmentors, mmdet detectors).
+    NOTE: mmengine 0.10.7 has no public accessor for the accumulation
+    window, so this reads the same private counters ``scale_loss`` reads.
     """
-    if backbone is None:
-        backbone_module = model
-    else:
-        try:
-            backbone_module = model.get_submodule(backbone)
-        except AttributeError:
-            raise ValueError(
-                f'{type(model).__name__} has no submodule {backbone!r}; set '
-                "RMoEStageHook(backbone=...) to the backbone's dotted path, "
-                'or None if the whole model is the backbone') from None
-    moe_groups = moe_param_groups(model)
-    role_of = {id(p): role for role in ('residual', 'router')
-               for _, p in moe_groups[role]}
-    in_backbone = {id(p) for p in backbone_module.parameters()}
-    groups: Dict[str, NamedParams] = {role: [] for role in ROLES}
-    for name, param in model.named_parameters():
-        role = role_of.get(id(param),
-                           'core' if id(param) in in_backbone else 'heads')
-        groups[role].append((name, param))
-    return groups
+    scale = 1.0
+    scaler = getattr(optim_wrapper, 'loss_scaler', None)
+    if scaler is not None and getattr(scaler, 'is_enabled', lambda: True)():
+        scale = float(scaler.get_scale())
+    counts = getattr(optim_wrapper, '_accumulative_counts', 1)
+    if counts > 1:
+        remainder = getattr(optim_wrapper, '_remainder_counts', -1)
+        max_counts = getattr(optim_wrapper, '_max_counts', -1)
+        inner = getattr(optim_wrapper, '_inner_count', 0)
+        if remainder > 0 and max_counts > 0 and \
+                inner >= max_counts - remainder:
+            counts = remainder
+    return scale / counts
 
 
 class Stage:
@@ -218,10 +201,11 @@ class RMoEStageHook(Hook):
     whole run. Parameters that do not require grad when training starts
     (e.g. Swin's ``frozen_stages``) are left alone.
 
-    The hook also keeps the RMoE FFN's balance-loss gradient on the scale of
-    the main loss (AMP loss scale, gradient accumulation) before every
-    iteration, and publishes the stage: ``message_hub`` info ``'rmoe_stage'``
-    (its name) and scalar ``'train/rmoe_stage'`` (its index).
+    The hook also keeps the model's injected balance-loss gradient on the
+    scale of the main loss (AMP loss scale, gradient accumulation) before
+    every iteration (:func:`rmoe_mm.moe.set_aux_grad_scale`), and publishes
+    the stage: ``message_hub`` info ``'rmoe_stage'`` (its name) and scalar
+    ``'train/rmoe_stage'`` (its index).
 
     Args:
         stages (list[dict]): The schedule; the first stage begins at 0.
@@ -266,9 +250,7 @@ class RMoEStageHook(Hook):
                 print_log(f'RMoEStageHook: {stage} begins at or after the end '
                           f'of training ({end}) and will not run',
                           logger='current', level=logging.WARNING)
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        roles = split_parameters(model, self.backbone)
+        roles = split_parameters(self._model(runner), self.backbone)
         # Only what trains now is managed; frozen_stages & co. stay frozen.
         self._roles = {
             role: [(n, p) for n, p in named if p.requires_grad]
@@ -302,12 +284,18 @@ class RMoEStageHook(Hook):
         for norm in self._frozen_norms:
             norm.eval()
         set_aux_grad_scale(
+            self._model(runner),
             aux_grad_scale_from_optim_wrapper(runner.optim_wrapper))
         runner.message_hub.update_scalar('train/rmoe_stage',
                                          self.stages.index(stage))
 
     def after_train(self, runner) -> None:
-        set_aux_grad_scale(1.0)
+        set_aux_grad_scale(self._model(runner), 1.0)
+
+    @staticmethod
+    def _model(runner) -> nn.Module:
+        model = runner.model
+        return model.module if is_model_wrapper(model) else model
 
     def _position(self, runner) -> int:
         return runner.epoch if self.by_epoch else runner.iter
@@ -322,9 +310,7 @@ class RMoEStageHook(Hook):
                     changed = True
                 if not trains:
                     param.grad = None
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        self._frozen_norms = self._find_frozen_norms(model)
+        self._frozen_norms = self._find_frozen_norms(self._model(runner))
         if changed and is_model_wrapper(runner.model):
             rewrap_ddp(runner)
         self.current = stage

@@ -42,7 +42,7 @@ class DispatchPlan(NamedTuple):
 
 def expert_capacity(num_tokens: int, num_experts: int, top_k: int,
                     capacity_factor: Optional[float]) -> Optional[int]:
-    """Slots per expert: ``ceil(capacity_factor * k * N / E)``, None if dropless.
+    """Slots per expert: ``ceil(capacity_factor * k * N / E)``; None: dropless.
 
     ``capacity_factor`` None or 0 means dropless (every assignment is kept).
     """
@@ -140,12 +140,9 @@ class _Combine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, expert_out: Tensor, gates: Tensor, token_index: Tensor,
-                slot_position: Tensor, dropless: bool, weighted: bool,
-                aux_loss: Optional[Tensor], aux_grad: float) -> Tensor:
+                slot_position: Tensor, dropless: bool,
+                weighted: bool) -> Tensor:
         ctx.save_for_backward(expert_out, gates, token_index)
-        ctx.aux_grad = aux_grad
-        if aux_loss is not None:
-            ctx.aux_shape, ctx.aux_dtype = aux_loss.shape, aux_loss.dtype
         if weighted:
             expert_out = expert_out * gates.to(expert_out.dtype)[:, None]
         return sum_slots(expert_out, slot_position, dropless)
@@ -154,38 +151,26 @@ class _Combine(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         expert_out, gates, token_index = ctx.saved_tensors
         grad_rows = grad_out.index_select(0, token_index)
-        grad_expert = grad_gates = grad_aux = None
+        grad_expert = grad_gates = None
         if ctx.needs_input_grad[0]:
             grad_expert = grad_rows * gates.to(grad_rows.dtype)[:, None]
         if ctx.needs_input_grad[1]:
             grad_gates = (grad_rows.to(gates.dtype) *
                           expert_out.to(gates.dtype)).sum(-1)
-        if ctx.needs_input_grad[6]:
-            grad_aux = grad_out.new_full(ctx.aux_shape, ctx.aux_grad,
-                                         dtype=ctx.aux_dtype)
-        return (grad_expert, grad_gates, None, None, None, None, grad_aux,
-                None)
+        return grad_expert, grad_gates, None, None, None, None
 
 
 def combine(expert_out: Tensor,
             gates: Tensor,
             plan: DispatchPlan,
-            alignment: str = 'stopgrad',
-            aux_loss: Optional[Tensor] = None,
-            aux_grad: float = 0.) -> Tensor:
+            alignment: str = 'stopgrad') -> Tensor:
     """Per-token sum of the expert outputs of its kept assignments.
 
     ``weighted``: ``y = sum_i g_i E_i(x)``.
     ``stopgrad`` (RMoE): ``y = sum_i StopGrad((1 - g_i) E_i(x)) + g_i E_i(x)``,
     whose value is the unweighted ``sum_i E_i(x)`` (exactly, no rounding) and
-    whose gradient is the weighted one's: ``g_i dy`` to the expert, ``E_i(x).dy``
-    to the gate. Tokens with no kept assignment get 0.
-
-    ``aux_loss`` (a scalar in the autograd graph) gets the gradient
-    ``aux_grad`` whenever the result is backpropagated: that is how a balance
-    loss trains the router with no change to the model that holds this layer.
-    It happens once per backward through this node, so gradient
-    checkpointing's second forward does not add it twice.
+    whose gradient is the weighted one's: ``g_i dy`` to the expert,
+    ``E_i(x).dy`` to the gate. Tokens with no kept assignment get 0.
 
     Args:
         expert_out (Tensor): ``[A, C]`` expert outputs, one row per kept
@@ -193,10 +178,7 @@ def combine(expert_out: Tensor,
         gates (Tensor): ``[A]`` gate value of each kept assignment.
         plan (DispatchPlan): the dispatch that produced the rows.
         alignment (str): ``'stopgrad'`` or ``'weighted'``.
-        aux_loss (Tensor, optional): scalar auxiliary loss to train.
-        aux_grad (float): d(total loss)/d(aux_loss), i.e. its weight times
-            the loss scale.
     """
     return _Combine.apply(expert_out, gates, plan.token_index,
                           plan.slot_position, plan.dropless,
-                          alignment == 'weighted', aux_loss, aux_grad)
+                          alignment == 'weighted')

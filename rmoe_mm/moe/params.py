@@ -1,85 +1,61 @@
-"""Name the three parameter groups of the RMoE FFNs in any model.
+"""Every parameter of a model by its RMoE role, as the paper names them.
 
-``core``: the dense fc1/fc2 (and LayerScale) of every RMoE FFN, i.e. what a
-dense checkpoint provides; ``residual``: the per-expert residuals;
-``router``: the gates. Every other parameter of the model is in none of them.
-
-For mmengine optimizer settings the names are enough: residual parameters
-contain ``.residual.`` and router parameters ``.router.``, e.g.
-``paramwise_cfg=dict(custom_keys={'.residual.': dict(lr_mult=1.),
-'.router.': dict(lr_mult=1., decay_mult=0.)})``.
+``core``: every backbone parameter that is not an expert residual or a
+router (patch embedding, attention, norms, and the dense FFN weights the
+experts share): the paper's ``theta_0``, what a dense checkpoint provides.
+``residual`` and ``router``: the MoE-specific parameters of the RMoE FFNs
+(:mod:`.naming`). ``heads``: everything outside the backbone (necks, decode
+and auxiliary heads, RPN/RoI heads). ``RMoEStageHook(frozen=[...])`` freezes
+these roles.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
-from .residual_ffn import RMoEFFN
+from .naming import moe_role
+from .residual_ffn import rmoe_layers
 
-#: Substrings that identify residual and router parameters in a model.
-RESIDUAL_KEY = '.residual.'
-ROUTER_KEY = '.router.'
-GROUPS = ('core', 'residual', 'router')
+#: Parameter roles, in the order they are reported.
+ROLES = ('core', 'residual', 'router', 'heads')
 
-
-def moe_param_groups(model: nn.Module) -> Dict[str, List[Tuple[str, nn.Parameter]]]:
-    """``{'core': [(name, param), ...], 'residual': [...], 'router': [...]}``.
-
-    Names are ``model.named_parameters()`` names. Shared parameters appear
-    once, in the first group that reaches them.
-    """
-    groups: Dict[str, List[Tuple[str, nn.Parameter]]] = {g: [] for g in GROUPS}
-    seen = set()
-    for module_name, module in model.named_modules():
-        if not isinstance(module, RMoEFFN):
-            continue
-        prefix = f'{module_name}.' if module_name else ''
-        for name, param in module.named_parameters():
-            if id(param) in seen:
-                continue
-            seen.add(id(param))
-            group = name.split('.', 1)[0]
-            if group not in ('residual', 'router'):
-                group = 'core'
-            groups[group].append((prefix + name, param))
-    return groups
+NamedParams = List[Tuple[str, nn.Parameter]]
 
 
-def set_core_requires_grad(model: nn.Module,
-                           requires_grad: bool,
-                           include_non_moe: bool = False) -> int:
-    """Freeze (``False``) or unfreeze the core; returns how many params changed.
+def split_parameters(
+        model: nn.Module,
+        backbone: Optional[str] = 'backbone') -> Dict[str, NamedParams]:
+    """Every parameter of ``model`` by its role (see the module doc).
+
+    Names are ``model.named_parameters()`` names; a shared parameter appears
+    once. Only parameters of RMoE FFNs can be residuals or routers.
 
     Args:
-        model (nn.Module): Any model holding RMoE FFNs.
-        requires_grad (bool): The new flag.
-        include_non_moe (bool): Also set it on every parameter outside the
-            RMoE groups (attention, norms, heads...), i.e. the whole dense
-            model that the paper calls the core. Default: False (only the
-            RMoE FFNs' fc1/fc2).
+        model (nn.Module): The model (not a DDP wrapper).
+        backbone (str, optional): Dotted path of the backbone inside
+            ``model``. None: the whole model is the backbone (e.g. a lone
+            RMoE FFN, whose core is then its shared fc1/fc2). Default:
+            ``'backbone'`` (mmseg segmentors, mmdet detectors).
     """
-    groups = moe_param_groups(model)
-    moe_ids = {id(p) for g in groups.values() for _, p in g}
-    targets = [p for _, p in groups['core']]
-    if include_non_moe:
-        targets += [p for p in model.parameters() if id(p) not in moe_ids]
-    changed = 0
-    for param in targets:
-        if param.requires_grad != requires_grad:
-            param.requires_grad_(requires_grad)
-            changed += 1
-    return changed
-
-
-def collect_moe_stats(model: nn.Module) -> Dict[str, Dict[str, object]]:
-    """Statistics of the last forward of every RMoE FFN, keyed by module name.
-
-    See :meth:`RMoEFFN.moe_stats` for the keys. Layers that have not run yet
-    are left out.
-    """
-    stats = {}
-    for name, module in model.named_modules():
-        if isinstance(module, RMoEFFN):
-            layer_stats = module.moe_stats()
-            if layer_stats:
-                stats[name] = layer_stats
-    return stats
+    if backbone is None:
+        backbone_module = model
+    else:
+        try:
+            backbone_module = model.get_submodule(backbone)
+        except AttributeError:
+            raise ValueError(
+                f'{type(model).__name__} has no submodule {backbone!r}; set '
+                "RMoEStageHook(backbone=...) to the backbone's dotted path, "
+                'or None if the whole model is the backbone') from None
+    role_of = {}
+    for _, layer in rmoe_layers(model):
+        for name, param in layer.named_parameters():
+            role = moe_role(name)
+            if role is not None:
+                role_of.setdefault(id(param), role)
+    in_backbone = {id(p) for p in backbone_module.parameters()}
+    groups: Dict[str, NamedParams] = {role: [] for role in ROLES}
+    for name, param in model.named_parameters():
+        role = role_of.get(
+            id(param), 'core' if id(param) in in_backbone else 'heads')
+        groups[role].append((name, param))
+    return groups

@@ -5,15 +5,19 @@ which block indices of each stage get an RMoE FFN, then calls
 :func:`convert_ffn_to_moe` on those blocks' dense FFNs. Keeping both here is
 what makes ``moe_blocks`` mean the same thing for Swin and CvT.
 """
-from typing import List, Optional, Sequence, Set, Union
+from typing import List, Sequence, Set, Union
 
 from torch import nn
+
+from .config import MoEConfig
+from .residual_ffn import RMoEFFN
 
 MoEBlocks = Union[None, str, Sequence[Sequence[int]]]
 
 
 def default_moe_blocks(depths: Sequence[int]) -> List[List[int]]:
-    """Swin-MoE placement: the odd (shifted-window) blocks of the last two stages."""
+    """Swin-MoE placement: the odd (shifted-window) blocks of the last two
+    stages."""
     num_stages = len(depths)
     return [
         list(range(1, depth, 2)) if stage >= num_stages - 2 else []
@@ -23,7 +27,8 @@ def default_moe_blocks(depths: Sequence[int]) -> List[List[int]]:
 
 def resolve_moe_blocks(moe_blocks: MoEBlocks,
                        depths: Sequence[int]) -> List[Set[int]]:
-    """Normalise ``moe_blocks`` to one set of non-negative block indices per stage.
+    """Normalise ``moe_blocks`` to one set of non-negative block indices per
+    stage.
 
     Args:
         moe_blocks: ``None`` or ``'default'`` (odd blocks of the last two
@@ -42,35 +47,38 @@ def resolve_moe_blocks(moe_blocks: MoEBlocks,
     elif moe_blocks == 'none':
         moe_blocks = [[] for _ in depths]
     elif isinstance(moe_blocks, str):
-        raise ValueError(f"moe_blocks must be None, 'default', 'all', 'none' or "
-                         f'one list of block indices per stage, got {moe_blocks!r}')
+        raise ValueError("moe_blocks must be None, 'default', 'all', 'none' "
+                         'or one list of block indices per stage, got '
+                         f'{moe_blocks!r}')
     moe_blocks = [list(stage) for stage in moe_blocks]
     if len(moe_blocks) != len(depths):
         raise ValueError(
-            f'moe_blocks has {len(moe_blocks)} stage lists but the backbone has '
-            f'{len(depths)} stages (depths={depths}); give one list per stage, '
-            f'[] for a stage without MoE blocks')
+            f'moe_blocks has {len(moe_blocks)} stage lists but the backbone '
+            f'has {len(depths)} stages (depths={depths}); give one list per '
+            'stage, [] for a stage without MoE blocks')
     resolved = []
     for stage, (indices, depth) in enumerate(zip(moe_blocks, depths)):
         stage_set: Set[int] = set()
         for index in indices:
             if not isinstance(index, int) or isinstance(index, bool):
-                raise ValueError(f'moe_blocks[{stage}] holds {index!r}; block '
-                                 'indices must be integers')
+                raise ValueError(f'moe_blocks[{stage}] holds {index!r}; '
+                                 'block indices must be integers')
             if not -depth <= index < depth:
                 raise ValueError(
-                    f'moe_blocks[{stage}] holds block index {index}, but stage '
-                    f'{stage} has {depth} blocks (valid: {-depth}..{depth - 1})')
+                    f'moe_blocks[{stage}] holds block index {index}, but '
+                    f'stage {stage} has {depth} blocks (valid: '
+                    f'{-depth}..{depth - 1})')
             normalised = index % depth
             if normalised in stage_set:
-                raise ValueError(f'moe_blocks[{stage}] names block {normalised} '
-                                 'twice')
+                raise ValueError(f'moe_blocks[{stage}] names block '
+                                 f'{normalised} twice')
             stage_set.add(normalised)
         resolved.append(stage_set)
     return resolved
 
 
-def convert_ffn_to_moe(dense_ffn: nn.Module, moe_cfg: Optional[dict]) -> nn.Module:
-    """An RMoE FFN whose core is ``dense_ffn`` (same shapes, same weights)."""
-    from .residual_ffn import RMoEFFN
-    return RMoEFFN.from_dense(dense_ffn, **(moe_cfg or {}))
+def convert_ffn_to_moe(dense_ffn: nn.Module,
+                       moe_cfg: Union[MoEConfig, dict, None]) -> RMoEFFN:
+    """An RMoE FFN whose shared weights are ``dense_ffn``'s (same shapes,
+    same values)."""
+    return RMoEFFN.from_dense(dense_ffn, moe_cfg)

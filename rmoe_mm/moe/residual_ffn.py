@@ -1,22 +1,27 @@
-"""RMoE FFN: a dense FFN's core plus per-expert residuals, behind a top-k router.
+"""RMoE FFN: a dense FFN plus per-expert residuals, behind a top-k router.
 
 Expert ``i`` computes the dense FFN with weights ``theta_0 + theta_i^r``. The
-core ``theta_0`` keeps mmcv ``FFN``'s parameter names (``layers.0.0`` = fc1,
-``layers.1`` = fc2), so a dense checkpoint loads into it unchanged; residuals
-live under ``residual.`` and the router under ``router.``.
+shared weights ``theta_0`` keep mmcv ``FFN``'s parameter names (``layers.0.0``
+= fc1, ``layers.1`` = fc2), so a dense checkpoint loads into them unchanged;
+residuals live under ``residual.`` and the router under ``router.``
+(:mod:`.naming`).
 
-The balance loss trains the router without any change to the segmentor or
-detector: the op that combines the expert outputs (:func:`.dispatch.combine`)
-also adds, in the backward pass, ``weight * scale`` as the gradient of the
-layer's balance loss. ``scale`` is the global :func:`set_aux_grad_scale` value, which
-must follow the factor the optimizer wrapper applies to the main loss (AMP's
-dynamic loss scale, divided by the gradient accumulation count); see
-:func:`aux_grad_scale_from_optim_wrapper`.
+The balance loss reaches the optimizer in one of two ways
+(:attr:`RMoEFFN.balance_loss_mode`):
+
+- ``'gradient'`` (default): the layer adds ``balance_loss_weight *
+  aux_grad_scale`` as the gradient of its balance loss when the backward pass
+  goes through it (:func:`.aux_grad.inject_aux_grad`), so the segmentor or
+  detector needs no change. ``aux_grad_scale`` must follow the factor the
+  optimizer wrapper puts on the main loss (AMP loss scale, gradient
+  accumulation); :func:`rmoe_mm.moe.set_aux_grad_scale` sets it for a whole
+  model, and ``RMoEStageHook`` does so every iteration.
+- ``'loss'``: the layer keeps its balance loss for
+  :func:`rmoe_mm.moe.moe_balance_loss`, which ``MoELossHook`` adds to the
+  model's losses as ``loss_moe``.
 """
 import copy
-import difflib
-from contextlib import contextmanager
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from mmcv.cnn import build_activation_layer
@@ -26,85 +31,16 @@ from mmengine.model import BaseModule, Sequential
 from torch import Tensor, nn
 
 from rmoe_mm.registry import MODELS
+from .aux_grad import inject_aux_grad
+from .config import MoEConfig, check_number
 from .dispatch import combine, expert_capacity, gather_rows, plan_dispatch
 from .experts import ExpertResiduals
-from .router import BALANCE_LOSSES, ROUTER_TYPES, TopKRouter, balance_loss
+from .naming import RESIDUAL, ROUTER
+from .router import Routing, TopKRouter
+from .router import balance_loss as compute_balance_loss
 
-ALIGNMENTS = ('stopgrad', 'weighted')
-
-#: Default std of the residual weights at init; see :class:`RMoEFFN`.
-DEFAULT_RESIDUAL_STD = 1e-4
-
-_aux_grad_scale = 1.0
-
-
-def set_aux_grad_scale(scale: float) -> None:
-    """Set the factor applied to every balance-loss gradient injected in backward.
-
-    The main loss reaches ``backward`` multiplied by the optimizer wrapper's
-    factors (``AmpOptimWrapper``: the dynamic loss scale; gradient
-    accumulation: ``1 / accumulative_counts``). Call this before each
-    iteration's backward with the same factor, e.g. from a hook's
-    ``before_train_iter``:
-    ``set_aux_grad_scale(aux_grad_scale_from_optim_wrapper(runner.optim_wrapper))``.
-    """
-    global _aux_grad_scale
-    _aux_grad_scale = float(scale)
-
-
-def get_aux_grad_scale() -> float:
-    """The factor set by :func:`set_aux_grad_scale` (1.0 by default)."""
-    return _aux_grad_scale
-
-
-@contextmanager
-def aux_grad_scale(scale: float):
-    """Temporarily set the balance-loss gradient factor."""
-    previous = get_aux_grad_scale()
-    set_aux_grad_scale(scale)
-    try:
-        yield
-    finally:
-        set_aux_grad_scale(previous)
-
-
-def aux_grad_scale_from_optim_wrapper(optim_wrapper) -> float:
-    """The factor mmengine's optimizer wrapper applies to the next loss it backprops.
-
-    ``AmpOptimWrapper`` multiplies the loss by ``loss_scaler.get_scale()``
-    (when its ``GradScaler`` is enabled); every ``OptimWrapper`` divides it by
-    the accumulation factor of ``OptimWrapper.scale_loss``:
-    ``accumulative_counts``, or the remainder for the last, incomplete window
-    of training. Call it before the iteration's backward (``before_train_iter``).
-    """
-    scale = 1.0
-    scaler = getattr(optim_wrapper, 'loss_scaler', None)
-    if scaler is not None and getattr(scaler, 'is_enabled', lambda: True)():
-        scale = float(scaler.get_scale())
-    counts = getattr(optim_wrapper, '_accumulative_counts', 1)
-    if counts > 1:
-        remainder = getattr(optim_wrapper, '_remainder_counts', -1)
-        max_counts = getattr(optim_wrapper, '_max_counts', -1)
-        inner = getattr(optim_wrapper, '_inner_count', 0)
-        if remainder > 0 and max_counts > 0 and inner >= max_counts - remainder:
-            counts = remainder
-    return scale / counts
-
-
-_SETTINGS = ('num_experts', 'top_k', 'router', 'gate_noise', 'capacity_factor',
-             'balance_loss', 'balance_loss_weight', 'residual_std',
-             'alignment', 'residual_rank')
-
-
-def _check_number(name, value, low, integer=False, allow_none=False):
-    if value is None and allow_none:
-        return
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f'{name} must be {"an int" if integer else "a number"}'
-                        f'{" or None" if allow_none else ""}, got {value!r}')
-    if value < low:
-        raise ValueError(f'{name} must be >= {low}, got {value!r}')
+#: How the balance loss reaches the optimizer; see the module docstring.
+BALANCE_LOSS_MODES = ('gradient', 'loss')
 
 
 @MODELS.register_module()
@@ -112,7 +48,7 @@ class RMoEFFN(BaseModule):
     """Residual-MoE drop-in for mmcv's ``FFN`` (fc1 -> act -> fc2).
 
     Every token visits its ``top_k`` experts; expert ``i`` is the dense FFN
-    with weights ``core + residual_i``. With ``alignment='stopgrad'`` the
+    with weights ``shared + residual_i``. With ``alignment='stopgrad'`` the
     output value is the unweighted sum of the selected experts' outputs (the
     dense FFN exactly for top-1 and zero residuals) while the gradient still
     reaches the gate.
@@ -132,12 +68,16 @@ class RMoEFFN(BaseModule):
 
     Gradients: with ``stopgrad`` an expert receives ``g_i dy`` and the gate
     ``E_i(x).dy``, exactly as with ``weighted``; only the forward value
-    differs. The balance loss needs no caller change: its gradient,
-    ``balance_loss_weight * get_aux_grad_scale()``, is added when the
-    backward pass goes through this layer's output (once, also under
-    gradient checkpointing). With ``AmpOptimWrapper`` or gradient
-    accumulation, set that scale each iteration (see
-    :func:`aux_grad_scale_from_optim_wrapper`; ``RMoEStageHook`` does).
+    differs. The balance loss needs no caller change: in the default
+    ``balance_loss_mode='gradient'`` its gradient, ``balance_loss_weight *
+    aux_grad_scale``, is added when the backward pass goes through this
+    layer (once, also under gradient checkpointing). With
+    ``AmpOptimWrapper`` or gradient accumulation that scale must follow the
+    optimizer wrapper (``RMoEStageHook`` sets it every iteration).
+
+    After each forward the layer holds, detached: :attr:`last_routing` (the
+    router's decision) and, in training, :attr:`last_balance_loss` (the
+    unweighted balance loss); :meth:`moe_stats` summarises them.
 
     Args:
         embed_dims (int): Input/output channels C.
@@ -151,24 +91,11 @@ class RMoEFFN(BaseModule):
         init_cfg (dict, optional): mmengine init config.
         layer_scale_init_value (float): LayerScale on the output if > 0, as
             in mmcv's ``FFN``. Default: 0 (none).
-        num_experts (int): Experts E (>= 1). Default: 8.
-        top_k (int): Experts per token, 1 <= k <= E. Default: 1.
-        router (str): ``'linear'`` (softmax of a linear gate) or ``'cosine'``
-            (Swin-MoE's cosine gate). Default: ``'linear'``.
-        gate_noise (float, optional): Std of the logit noise in training.
-            Default: None = ``1 / num_experts``.
-        capacity_factor (float, optional): None or 0: dropless. > 0: each
-            expert takes at most ``ceil(capacity_factor * k * N / E)`` of the
-            N tokens' assignments; overflowing ones add 0 to the FFN output
-            (the token passes through the identity only) and are counted.
-        balance_loss (str): ``'importance'`` (the paper's CV^2), ``'load'``
-            (Switch/GShard) or ``'none'``. Default: ``'importance'``.
-        balance_loss_weight (float): Its weight. Default: 0.01 (Swin-MoE).
-        residual_std (float): Init std of the residual weights (0 allowed).
-        alignment (str): ``'stopgrad'`` (the paper's) or ``'weighted'``
-            (``y = sum_i g_i E_i(x)``). Default: ``'stopgrad'``.
-        residual_rank (int, optional): Low-rank residual ``A_i B_i`` of this
-            rank; None = full-size residuals. Default: None.
+        moe_cfg (MoEConfig | dict, optional): The MoE settings (see
+            :class:`~rmoe_mm.moe.MoEConfig` for each one and its default).
+            Default: None (the defaults: 8 experts, top-1, dropless).
+        **settings: MoE settings given one by one (``num_experts=4``, ...),
+            applied on top of ``moe_cfg``.
     """
 
     def __init__(self,
@@ -182,63 +109,23 @@ class RMoEFFN(BaseModule):
                  init_cfg: Optional[dict] = None,
                  layer_scale_init_value: float = 0.,
                  *,
-                 num_experts: int = 8,
-                 top_k: int = 1,
-                 router: str = 'linear',
-                 gate_noise: Optional[float] = None,
-                 capacity_factor: Optional[float] = None,
-                 balance_loss: str = 'importance',
-                 balance_loss_weight: float = 0.01,
-                 residual_std: float = DEFAULT_RESIDUAL_STD,
-                 alignment: str = 'stopgrad',
-                 residual_rank: Optional[int] = None):
+                 moe_cfg: Union[MoEConfig, dict, None] = None,
+                 **settings):
         super().__init__(init_cfg)
         if num_fcs != 2:
-            raise ValueError(f'RMoEFFN supports num_fcs=2 (fc1, fc2) only, got '
-                             f'num_fcs={num_fcs}')
-        _check_number('embed_dims', embed_dims, 1, integer=True)
-        _check_number('feedforward_channels', feedforward_channels, 1,
-                      integer=True)
-        _check_number('num_experts', num_experts, 1, integer=True)
-        _check_number('top_k', top_k, 1, integer=True)
-        if top_k > num_experts:
-            raise ValueError(f'top_k={top_k} exceeds num_experts={num_experts}; '
-                             'a token cannot visit more experts than exist')
-        if router not in ROUTER_TYPES:
-            raise ValueError(f'router must be one of {ROUTER_TYPES}, got '
-                             f'{router!r}')
-        _check_number('gate_noise', gate_noise, 0, allow_none=True)
-        _check_number('capacity_factor', capacity_factor, 0, allow_none=True)
-        if balance_loss is None:
-            balance_loss = 'none'
-        if balance_loss not in BALANCE_LOSSES:
-            raise ValueError(f'balance_loss must be one of {BALANCE_LOSSES}, '
-                             f'got {balance_loss!r}')
-        _check_number('balance_loss_weight', balance_loss_weight, 0)
-        _check_number('residual_std', residual_std, 0)
-        if alignment not in ALIGNMENTS:
-            raise ValueError(f'alignment must be one of {ALIGNMENTS}, got '
-                             f'{alignment!r}')
-        _check_number('residual_rank', residual_rank, 1, integer=True,
-                      allow_none=True)
-        if residual_rank is not None and residual_rank >= min(
-                embed_dims, feedforward_channels):
-            raise ValueError(
-                f'residual_rank={residual_rank} is not low-rank for '
-                f'{feedforward_channels}x{embed_dims} weights; use '
-                f'residual_rank=None for full-size residuals')
-
+            raise ValueError('RMoEFFN supports num_fcs=2 (fc1, fc2) only, '
+                             f'got num_fcs={num_fcs}')
+        check_number('embed_dims', embed_dims, 1, integer=True)
+        check_number(
+            'feedforward_channels', feedforward_channels, 1, integer=True)
+        cfg = MoEConfig.build(moe_cfg, **settings)
+        cfg.check_shape(embed_dims, feedforward_channels)
+        self.moe_cfg = cfg
         self.embed_dims = embed_dims
         self.feedforward_channels = feedforward_channels
         self.num_fcs = num_fcs
-        self.num_experts = num_experts
-        self.top_k = top_k
-        self.capacity_factor = capacity_factor
-        self.balance_loss = balance_loss
-        self.balance_loss_weight = float(balance_loss_weight)
-        self.alignment = alignment
 
-        # The core: mmcv FFN's exact module layout, hence its state-dict keys.
+        # The shared weights: mmcv FFN's exact module layout and keys.
         self.layers = Sequential(
             Sequential(
                 nn.Linear(embed_dims, feedforward_channels),
@@ -250,30 +137,60 @@ class RMoEFFN(BaseModule):
         self.gamma2 = LayerScale(embed_dims, scale=layer_scale_init_value) \
             if layer_scale_init_value > 0 else nn.Identity()
 
-        self.residual = ExpertResiduals(num_experts, embed_dims,
-                                        feedforward_channels, residual_rank,
-                                        residual_std)
-        self.router = TopKRouter(embed_dims, num_experts, top_k, router,
-                                 gate_noise)
+        # The MoE-specific children, named by the contract of .naming.
+        self.add_module(
+            RESIDUAL,
+            ExpertResiduals(cfg.num_experts, embed_dims, feedforward_channels,
+                            cfg.residual_rank, cfg.residual_std))
+        self.add_module(
+            ROUTER,
+            TopKRouter(embed_dims, cfg.num_experts, cfg.top_k, cfg.router,
+                       cfg.gate_noise))
+
+        #: d(total loss)/d(weighted balance loss) in ``'gradient'`` mode:
+        #: the optimizer wrapper's factor on the main loss (see
+        #: :func:`rmoe_mm.moe.set_aux_grad_scale`).
+        self.aux_grad_scale = 1.0
+        #: ``'gradient'`` (injected in backward) or ``'loss'`` (kept for
+        #: :func:`rmoe_mm.moe.moe_balance_loss`).
+        self.balance_loss_mode = 'gradient'
+        #: Routing of the last forward (detached), None before the first.
+        self.last_routing: Optional[Routing] = None
+        #: Unweighted balance loss of the last training forward (detached).
+        self.last_balance_loss: Optional[Tensor] = None
+        self._kept_balance_loss: Optional[Tensor] = None
         self._stats: Dict[str, Tensor] = {}
 
+    # The settings, read from the one config object (``balance_loss_weight``
+    # may be changed; the new value is checked).
+    num_experts = property(lambda self: self.moe_cfg.num_experts)
+    top_k = property(lambda self: self.moe_cfg.top_k)
+    capacity_factor = property(lambda self: self.moe_cfg.capacity_factor)
+    alignment = property(lambda self: self.moe_cfg.alignment)
+    balance_loss = property(lambda self: self.moe_cfg.balance_loss)
+    residual_rank = property(lambda self: self.moe_cfg.residual_rank)
+
+    @property
+    def balance_loss_weight(self) -> float:
+        return self.moe_cfg.balance_loss_weight
+
+    @balance_loss_weight.setter
+    def balance_loss_weight(self, weight: float) -> None:
+        self.moe_cfg = self.moe_cfg.replace(balance_loss_weight=weight)
+
     @classmethod
-    def from_dense(cls, ffn: nn.Module, **moe_cfg) -> 'RMoEFFN':
-        """An RMoE FFN whose core is a copy of the dense mmcv ``FFN`` ``ffn``.
+    def from_dense(cls,
+                   ffn: nn.Module,
+                   moe_cfg: Union[MoEConfig, dict, None] = None,
+                   **settings) -> 'RMoEFFN':
+        """An RMoE FFN whose shared weights are a copy of the mmcv ``FFN``.
 
         Dims, activation, dropouts, identity and LayerScale are taken from
-        ``ffn``; ``moe_cfg`` holds the MoE settings (``num_experts``, ...).
-        The result is on ``ffn``'s device and dtype and in its train/eval mode.
+        ``ffn``; ``moe_cfg`` and ``settings`` are the MoE settings, as in the
+        constructor. The result is on ``ffn``'s device and dtype and in its
+        train/eval mode.
         """
-        unknown = sorted(set(moe_cfg) - set(_SETTINGS))
-        if unknown:
-            hints = []
-            for name in unknown:
-                close = difflib.get_close_matches(name, _SETTINGS, n=1)
-                hints.append(f'{name!r}' + (f' (did you mean {close[0]!r}?)'
-                                            if close else ''))
-            raise ValueError(f'unknown RMoE setting(s): {", ".join(hints)}; '
-                             f'valid settings are {", ".join(_SETTINGS)}')
+        cfg = MoEConfig.build(moe_cfg, **settings)
         layers = getattr(ffn, 'layers', None)
         if (getattr(ffn, 'num_fcs', None) != 2 or layers is None
                 or len(layers) != 3 or not isinstance(layers[1], nn.Linear)):
@@ -287,62 +204,91 @@ class RMoEFFN(BaseModule):
             ffn.feedforward_channels,
             ffn_drop=dropout.p,
             add_identity=ffn.add_identity,
-            **moe_cfg)
+            moe_cfg=cfg)
         moe.layers[0][1] = copy.deepcopy(activation)
         moe.dropout_layer = copy.deepcopy(ffn.dropout_layer)
         moe.gamma2 = copy.deepcopy(ffn.gamma2)
         moe.layers.load_state_dict(layers.state_dict())
         weight = fc1.weight
-        return moe.to(device=weight.device, dtype=weight.dtype).train(
-            ffn.training)
+        return moe.to(
+            device=weight.device, dtype=weight.dtype).train(ffn.training)
 
     def forward(self, x: Tensor, identity: Optional[Tensor] = None) -> Tensor:
-        """Like mmcv ``FFN.forward``: ``identity + FFN(x)`` for x ``[..., C]``."""
+        """Like mmcv ``FFN.forward``: ``identity + FFN(x)``, x ``[..., C]``."""
         tokens = x.reshape(-1, self.embed_dims)
-        num_tokens = tokens.shape[0]
         routing = self.router(tokens)
         plan = plan_dispatch(
             routing.expert_index, self.num_experts,
-            expert_capacity(num_tokens, self.num_experts, self.top_k,
+            expert_capacity(tokens.shape[0], self.num_experts, self.top_k,
                             self.capacity_factor))
-        rows = gather_rows(tokens, plan)
+        rows = self.run_experts(gather_rows(tokens, plan), plan.counts)
         gates = routing.gates[plan.token_index, plan.choice_index]
-
-        aux_loss, aux_grad = None, 0.
+        aux_loss = None
         if self.training:
-            aux_loss = balance_loss(self.balance_loss, routing)
-            if self.balance_loss_weight > 0 and aux_loss.requires_grad:
-                aux_grad = self.balance_loss_weight * get_aux_grad_scale()
-        self._record_stats(routing, plan, aux_loss)
-
-        fc1, activation, drop1 = self.layers[0]
-        fc2, drop2 = self.layers[1], self.layers[2]
-        hidden = self.residual.apply_fc('fc1', rows, plan.counts, fc1)
-        hidden = drop1(activation(hidden))
-        rows = self.residual.apply_fc('fc2', hidden, plan.counts, fc2)
-        rows = drop2(rows)
-        out = combine(rows, gates, plan, self.alignment,
-                      aux_loss if aux_grad else None, aux_grad).view(x.shape)
+            aux_loss = compute_balance_loss(self.balance_loss, routing)
+            gates = self._apply_balance_loss(gates, aux_loss)
+        self._record(routing, plan, aux_loss)
+        out = combine(rows, gates, plan, self.alignment).view(x.shape)
         out = self.dropout_layer(self.gamma2(out))
         if not self.add_identity:
             return out
         return (x if identity is None else identity) + out
 
+    def run_experts(self, rows: Tensor, counts: Sequence[int]) -> Tensor:
+        """Expert ``e``'s FFN on its slice of the expert-sorted ``rows``.
+
+        The one place where expert compute happens: ``rows [A, C]`` hold the
+        tokens of expert 0, then expert 1, ..., ``counts[e]`` rows each;
+        the result ``[A, C]`` is in the same order. Routing before and the
+        combine after do not depend on how this is computed.
+        """
+        fc1, activation, drop1 = self.layers[0]
+        fc2, drop2 = self.layers[1], self.layers[2]
+        hidden = drop1(activation(self.residual.fc1(rows, counts, fc1)))
+        return drop2(self.residual.fc2(hidden, counts, fc2))
+
+    def _apply_balance_loss(self, gates: Tensor, aux_loss: Tensor) -> Tensor:
+        """Route the balance loss to the optimizer (see the module doc)."""
+        if self.balance_loss_mode == 'loss':
+            self._kept_balance_loss = aux_loss
+            return gates
+        if self.balance_loss_mode != 'gradient':
+            raise ValueError(f'balance_loss_mode must be one of '
+                             f'{BALANCE_LOSS_MODES}, got '
+                             f'{self.balance_loss_mode!r}')
+        grad = self.balance_loss_weight * self.aux_grad_scale
+        if grad and aux_loss.requires_grad:
+            # The gates are on the backward path whenever the balance loss
+            # has a gradient: both come from the router's softmax.
+            gates = inject_aux_grad(gates, aux_loss, grad)
+        return gates
+
+    def pop_kept_balance_loss(self) -> Optional[Tensor]:
+        """The balance loss kept in ``'loss'`` mode since the last call
+        (unweighted, in the autograd graph), or None."""
+        loss, self._kept_balance_loss = self._kept_balance_loss, None
+        return loss
+
     @torch.no_grad()
-    def _record_stats(self, routing, plan, aux_loss) -> None:
+    def _record(self, routing: Routing, plan,
+                aux_loss: Optional[Tensor]) -> None:
         # A snapshot of the last forward, overwritten (never accumulated), so
         # the second forward of gradient checkpointing does not count twice.
-        probs = routing.probs
+        probs = routing.probs.detach()
+        self.last_routing = Routing(routing.expert_index,
+                                    routing.gates.detach(), probs)
+        self.last_balance_loss = None if aux_loss is None else \
+            aux_loss.detach()
         entropy = -(probs * probs.clamp_min(1e-20).log()).sum(-1).mean() \
             if probs.shape[0] else probs.new_zeros(())
         self._stats = dict(
             tokens_per_expert=plan.requested.detach(),
             dropped=plan.num_dropped.detach(),
             num_tokens=torch.tensor(probs.shape[0]),
-            router_entropy=entropy.detach(),
+            router_entropy=entropy,
         )
         if aux_loss is not None:
-            self._stats['balance_loss'] = aux_loss.detach()
+            self._stats['balance_loss'] = self.last_balance_loss
 
     def moe_stats(self) -> Dict[str, object]:
         """Statistics of the last forward as Python numbers.
@@ -363,3 +309,10 @@ class RMoEFFN(BaseModule):
                 f'capacity_factor={self.capacity_factor}, '
                 f'alignment={self.alignment}, balance_loss={self.balance_loss}'
                 f'(weight={self.balance_loss_weight:g})')
+
+
+def rmoe_layers(model: nn.Module) -> Iterator[Tuple[str, RMoEFFN]]:
+    """``(name, layer)`` of every RMoE FFN in ``model``, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, RMoEFFN):
+            yield name, module

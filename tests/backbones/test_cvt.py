@@ -13,9 +13,9 @@ import torch
 from cvt_reference import OfficialCvT, official_to_transformers, randomise_
 from mmcv.cnn.bricks.transformer import FFN
 
-from rmoe_mm.backbones.cvt import CvT, RMoECvT
+from rmoe_mm.backbones import CvT, RMoECvT
+from rmoe_mm.backbones.loading import CheckpointMismatchError
 from rmoe_mm.converters.cvt import convert_cvt_state_dict
-from rmoe_mm.converters.loading import CheckpointMismatchError
 from rmoe_mm.registry import MODELS
 
 ATOL = 1e-5
@@ -228,6 +228,13 @@ def test_load_report_ignores_only_the_classifier_and_misses_only_new_layers(
         'norm0', 'norm1', 'norm2', 'extra_embed'}
 
 
+def test_missing_checkpoint_file_points_to_the_docs(tmp_path):
+    model = tiny_cvt(init_cfg=dict(type='Pretrained',
+                                   checkpoint=str(tmp_path / 'nope.pth')))
+    with pytest.raises(FileNotFoundError, match='docs/cvt.md'):
+        model.init_weights()
+
+
 def test_checkpoint_of_another_arch_is_rejected(official_checkpoint):
     path, _ = official_checkpoint
     model = CvT(arch=dict(embed_dims=(8, 32, 48), depths=(1, 2, 4),
@@ -324,7 +331,7 @@ def test_converter_tool_turns_a_dense_checkpoint_into_an_rmoe_cvt_one(
     model = MODELS.build(
         dict(backbone_cfg, init_cfg=dict(type='Pretrained', checkpoint=str(dst))))
     report = model.load_pretrained(str(dst))
-    assert report.layout == 'rmoe_mm' and not report.initialised
+    assert report.layout == 'mm' and not report.initialised
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
     assert_stages_match(model, ref, image)

@@ -3,11 +3,12 @@ import math
 
 import pytest
 import torch
-from config_utils import CONFIG_DIR, build_model, head_channels, one_step_runner
 from mmengine.config import Config
 
-from rmoe_mm.backbones.cvt import CvT, RMoECvT
+from rmoe_mm.backbones import CvT, RMoECvT
 from rmoe_mm.moe import RMoEFFN
+from rmoe_mm.testing import (CONFIG_DIR, build_model, head_channels,
+                             one_step_runner)
 
 FULL = {
     'cvt13_upernet_ade20k.py': CvT,

@@ -100,7 +100,7 @@ def test_transformers_checkpoint_covers_every_backbone_tensor(
 def test_own_layout_is_kept_as_is(model_keys):
     state_dict = {key: None for key in model_keys}
     converted, layout = convert_cvt_state_dict(state_dict)
-    assert layout == 'rmoe_mm' and list(converted) == list(state_dict)
+    assert layout == 'mm' and list(converted) == list(state_dict)
 
 
 def test_swin_checkpoint_is_not_taken_for_cvt():

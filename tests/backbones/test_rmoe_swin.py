@@ -7,14 +7,14 @@ import inspect
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmdet.models.backbones.swin import SwinTransformer as MMDetSwin
 from mmengine.hub import get_config
 from mmseg.models.backbones import swin as mmseg_swin
 from mmseg.models.backbones.swin import SwinTransformer as MMSegSwin
 
 from rmoe_mm.backbones import RMoESwinTransformer
-from rmoe_mm.backbones.rmoe_swin import ARCH_SETTINGS
-from rmoe_mm.converters.loading import CheckpointMismatchError
+from rmoe_mm.backbones.loading import CheckpointMismatchError
 from rmoe_mm.moe import RMoEFFN
 from rmoe_mm.registry import MODELS
 
@@ -151,7 +151,7 @@ MMSEG_SWIN_CONFIGS = {
 def test_arch_presets_match_mmseg_swin_configs(arch):
     ref = get_config(f'mmseg::swin/{MMSEG_SWIN_CONFIGS[arch]}_upernet_'
                      '8xb2-160k_ade20k-512x512.py').model.backbone
-    preset = ARCH_SETTINGS[arch]
+    preset = RMoESwinTransformer.arch_zoo[arch]
     assert preset['embed_dims'] == ref.embed_dims
     assert list(preset['depths']) == list(ref.depths)
     assert list(preset['num_heads']) == list(ref.num_heads)
@@ -161,9 +161,10 @@ def test_arch_presets_match_mmseg_swin_configs(arch):
 
 def test_window_presets_change_only_window_and_pretrain_size():
     for size in ('tiny', 'small', 'base', 'large'):
-        assert ARCH_SETTINGS[f'{size}-w7'] == ARCH_SETTINGS[size]
-        assert ARCH_SETTINGS[f'{size}-w12'] == dict(
-            ARCH_SETTINGS[size], window_size=12, pretrain_img_size=384)
+        zoo = RMoESwinTransformer.arch_zoo
+        assert zoo[f'{size}-w7'] == zoo[size]
+        assert zoo[f'{size}-w12'] == dict(
+            zoo[size], window_size=12, pretrain_img_size=384)
 
 
 def test_arch_fills_unset_sizes_and_rejects_contradicting_ones():
@@ -249,10 +250,10 @@ def test_frozen_stages_freeze_as_dense_swin_plus_their_moe_tensors():
 def test_from_scratch_init_draws_cores_as_mmseg_and_keeps_residual_noise():
     torch.manual_seed(0)
     rmoe = RMoESwinTransformer(**TINY, moe_cfg=dict(residual_std=1e-3))
-    residual = rmoe.stages[2].blocks[1].ffn.residual.fc1_weight.detach().clone()
+    residual = rmoe.stages[2].blocks[1].ffn.residual.fc1.weight.detach().clone()
     rmoe.init_weights()
     ffn = rmoe.stages[2].blocks[1].ffn
-    assert torch.equal(ffn.residual.fc1_weight, residual)
+    assert torch.equal(ffn.residual.fc1.weight, residual)
     # mmseg's from-scratch init: trunc-normal std 0.02, zero bias (std within
     # 25% for these 64x16 weights).
     assert abs(ffn.layers[0][0].weight.std().item() - 0.02) < 0.005
@@ -354,12 +355,34 @@ def test_other_window_resizes_bias_tables_as_mmseg_does(tmp_path):
     ours.init_weights()
     table = 'stages.1.blocks.1.attn.w_msa.relative_position_bias_table'
     assert ours.state_dict()[table].shape == (81, 2)
+    # timm's resize_rel_pos_bias_table_simple gives mmseg's numbers.
+    torch.testing.assert_close(ours.state_dict()[table],
+                               ref.state_dict()[table], rtol=0, atol=1e-6)
     ours.eval()
     ref.eval()
     x = torch.randn(ODD_INPUT)
     with torch.no_grad():
         for a, b in zip(ours(x), ref(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_other_grid_resizes_absolute_position_embedding_bicubic(tmp_path):
+    # Reference: the embedding as a C-channel image, resized by a plain
+    # bicubic F.interpolate (mmseg itself refuses to load a mismatch).
+    torch.manual_seed(0)
+    small = dict(TINY, use_abs_pos_embed=True, pretrain_img_size=48)
+    state = randomise(MMSegSwin(**small)).state_dict()
+    path = save(state, tmp_path / 'p48.pth')
+    ours = RMoESwinTransformer(
+        **dict(small, pretrain_img_size=64), moe_blocks='none',
+        init_cfg=dict(type='Pretrained', checkpoint=path))
+    ours.init_weights()
+    grid = state['absolute_pos_embed'].reshape(1, 12, 12, 16).permute(
+        0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(16, 16), mode='bicubic').permute(
+        0, 2, 3, 1).reshape(1, 256, 16)
+    torch.testing.assert_close(ours.absolute_pos_embed.detach(), expected,
+                               rtol=0, atol=1e-6)
 
 
 def test_missing_checkpoint_file_points_to_the_docs(tmp_path):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from mmseg.models.backbones.swin import SwinTransformer as MMSegSwin
 
-from conftest import run_tool
 from rmoe_mm.backbones import RMoESwinTransformer
-from rmoe_mm.converters import CheckpointMismatchError
+from rmoe_mm.backbones.loading import CheckpointMismatchError
+from rmoe_mm.testing import run_tool
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools' / 'model_converters' / 'dense_to_rmoe.py'
@@ -93,6 +93,7 @@ def test_non_rmoe_backbone_type_is_an_error(dense_file, tmp_path):
                             dict(type='SwinTransformer', **TINY))
 
 
+@pytest.mark.slow
 def test_command_line_converts_with_a_config(tmp_path):
     # The toy config's backbone (32 channels, window 4) and a matching dense
     # checkpoint; the saved keys carry --out-prefix.
@@ -107,6 +108,6 @@ def test_command_line_converts_with_a_config(tmp_path):
     saved = torch.load(dst, weights_only=True)
     keys = saved['state_dict']
     assert 'backbone.stages.2.blocks.1.ffn.router.gate.weight' in keys
-    assert keys['backbone.stages.2.blocks.1.ffn.residual.fc1_weight'].shape[0] \
+    assert keys['backbone.stages.2.blocks.1.ffn.residual.fc1.weight'].shape[0] \
         == 8
     assert saved['meta']['backbone_cfg']['type'] == 'RMoESwinTransformer'

@@ -10,10 +10,10 @@ import json
 
 import pytest
 from mmengine.hooks import Hook
-from toy_rmoe import NUM_EXPERTS, build_toy_runner
 
 from rmoe_mm.hooks.moe_stats import short_layer_name
 from rmoe_mm.moe import collect_moe_stats
+from rmoe_mm.testing.toy_rmoe import NUM_EXPERTS, build_toy_runner
 
 STAGES = [dict(name='intermediate', begin=0, frozen=['core']),
           dict(name='finetune', begin=2)]

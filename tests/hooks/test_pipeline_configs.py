@@ -17,8 +17,8 @@ from mmengine.config import Config
 from mmengine.registry import HOOKS, MODELS, init_default_scope
 
 import rmoe_mm  # noqa: F401  registers the hooks, checkpoint allow-list
-
-from conftest import REPO_ROOT, run_tool
+from rmoe_mm.checkpoint import load_checkpoint_file
+from rmoe_mm.testing import REPO_ROOT, run_tool
 
 PIPELINES = REPO_ROOT / 'configs' / 'pipelines'
 CONFIGS = sorted(p for p in PIPELINES.rglob('*.py')
@@ -117,6 +117,7 @@ def dense_toy_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_toy_rmoe_i_downstream_freezes_the_swin_core_then_trains_it(
         dense_toy_checkpoint, toy_ade20k_options, tmp_path):
     run_tool(
@@ -129,10 +130,10 @@ def test_toy_rmoe_i_downstream_freezes_the_swin_core_then_trains_it(
         'custom_hooks.0.stages.1.begin=2', 'default_hooks.checkpoint.interval=2',
         'default_hooks.checkpoint.max_keep_ckpts=-1',
         'train_dataloader.batch_size=2', 'model.backbone.moe_cfg.residual_std=0.')
-    dense = torch.load(dense_toy_checkpoint, weights_only=True)['state_dict']
+    dense = load_checkpoint_file(dense_toy_checkpoint)['state_dict']
     at_switch, final = (
-        torch.load(Path(tmp_path) / f'iter_{i}.pth', weights_only=True)
-        ['state_dict'] for i in (2, 4))
+        load_checkpoint_file(Path(tmp_path) / f'iter_{i}.pth')['state_dict']
+        for i in (2, 4))
     core = [k for k in dense if k.startswith('backbone.') and
             not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))
             and 'relative_position_index' not in k]

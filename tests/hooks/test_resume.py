@@ -8,7 +8,8 @@ with bit-identical parameters.
 """
 import torch
 from mmengine.hooks import Hook
-from toy_rmoe import build_toy_runner, snapshot
+
+from rmoe_mm.testing.toy_rmoe import build_toy_runner, snapshot
 
 STAGES = [dict(name='intermediate', begin=0, frozen=['core']),
           dict(name='finetune', begin=4)]

@@ -9,10 +9,10 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
-from toy_rmoe import build_toy_runner, snapshot
 
-from rmoe_mm.hooks import RMoEStageHook, split_parameters
-from rmoe_mm.moe import get_aux_grad_scale
+from rmoe_mm.hooks import RMoEStageHook
+from rmoe_mm.moe import split_parameters
+from rmoe_mm.testing.toy_rmoe import build_toy_runner, snapshot
 
 SWITCH = 3
 RMOE_I = [dict(name='intermediate', begin=0, frozen=['core']),
@@ -164,7 +164,7 @@ def test_balance_loss_gradient_scale_follows_gradient_accumulation(tmp_path):
             self.seen = []
 
         def before_train_iter(self, runner, batch_idx, data_batch=None):
-            self.seen.append(get_aux_grad_scale())
+            self.seen.append(runner.model.backbone.ffn.aux_grad_scale)
 
     probe = ScaleProbe()
     runner = build_toy_runner(
@@ -173,7 +173,7 @@ def test_balance_loss_gradient_scale_follows_gradient_accumulation(tmp_path):
                            accumulative_counts=4))
     runner.train()
     assert probe.seen == [0.25, 0.25, 0.25, 0.25, 0.5, 0.5]
-    assert get_aux_grad_scale() == 1.0  # restored after training
+    assert runner.model.backbone.ffn.aux_grad_scale == 1.0  # restored
 
 
 def test_a_trainable_parameter_missing_from_the_optimizer_is_an_error(

@@ -19,6 +19,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from rmoe_mm.testing import run_tool
+
+pytestmark = pytest.mark.slow  # 2 processes each
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
@@ -92,12 +96,9 @@ def test_rewrap_ddp_reduces_exactly_the_trainable_parameters(tmp_path):
 
 @pytest.mark.skipif(sys.platform == 'win32', reason='bash script')
 def test_dist_train_crosses_the_switch_with_identical_ranks(tmp_path):
-    from conftest import run_tool
     config = HERE / 'toy_rmoe_dist_config.py'
     run_tool('tools/dist_train.sh', config, 2, '--work-dir', tmp_path,
-             env={'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
-                  'PYTHONPATH': f'{HERE}{os.pathsep}'
-                  f'{os.environ.get("PYTHONPATH", "")}'})
+             env={'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'})
     log = next(tmp_path.glob('2*/2*.log')).read_text()
     assert "RMoE stage 'intermediate'" in log
     assert "RMoE stage 'finetune'" in log

@@ -38,11 +38,10 @@ def reference_kept(experts, num_experts, capacity_factor):
 
 
 def residual_weight(moe, fc, expert):
-    res = moe.residual
+    res = getattr(moe.residual, fc)
     if res.rank is None:
-        return getattr(res, f'{fc}_weight')[expert]
-    return getattr(res, f'{fc}_weight_a')[expert] @ getattr(
-        res, f'{fc}_weight_b')[expert]
+        return res.weight[expert]
+    return res.weight_a[expert] @ res.weight_b[expert]
 
 
 def expert_output(moe, token, expert):
@@ -50,9 +49,9 @@ def expert_output(moe, token, expert):
     fc1, act = moe.layers[0][0], moe.layers[0][1]
     fc2 = moe.layers[1]
     w1 = fc1.weight + residual_weight(moe, 'fc1', expert)
-    b1 = fc1.bias + moe.residual.fc1_bias[expert]
+    b1 = fc1.bias + moe.residual.fc1.bias[expert]
     w2 = fc2.weight + residual_weight(moe, 'fc2', expert)
-    b2 = fc2.bias + moe.residual.fc2_bias[expert]
+    b2 = fc2.bias + moe.residual.fc2.bias[expert]
     hidden = act(w1 @ token + b1)
     return w2 @ hidden + b2
 
@@ -85,3 +84,17 @@ def reference_rmoe_ffn(moe, x):
     out = torch.stack(rows).reshape(x.shape)
     return x + out, importance_cv2(probs)
 
+
+def set_extension(monkeypatch, use):
+    """Use the C++ blocked loop (skip the test if tools/setup_env.sh has not
+    built it: no compiler here) or the Python one, for the rest of the test."""
+    import pytest
+
+    from rmoe_mm.moe import ext
+    if not use:
+        monkeypatch.setattr(ext, 'get', lambda: None)
+        return
+    if not ext.is_built():
+        pytest.skip('the C++ expert loop is not built (tools/setup_env.sh)')
+    compiled = ext.build()  # loads the built one
+    monkeypatch.setattr(ext, 'get', lambda: compiled)

@@ -3,11 +3,13 @@ import types
 
 import pytest
 import torch
+from moe_reference import importance_cv2
 from torch.utils.checkpoint import checkpoint
 
-from moe_reference import importance_cv2
-from rmoe_mm.moe import (RMoEFFN, aux_grad_scale,
-                         aux_grad_scale_from_optim_wrapper, collect_moe_stats)
+from rmoe_mm.hooks import aux_grad_scale_from_optim_wrapper
+from rmoe_mm.moe import (RMoEFFN, collect_moe_stats, inject_aux_grad,
+                         moe_balance_loss, set_aux_grad_scale,
+                         set_balance_loss_mode)
 
 C, H, E = 6, 10, 4
 
@@ -46,7 +48,8 @@ def test_router_gets_balance_loss_gradient_with_no_caller_change(kind):
     moe = make_moe(balance_loss=kind, balance_loss_weight=0.5)
     x = torch.randn(30, C, dtype=torch.float64)
     grad = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
-    torch.testing.assert_close(grad, expected_aux_router_grad(moe, x, 0.5, kind),
+    torch.testing.assert_close(grad,
+                               expected_aux_router_grad(moe, x, 0.5, kind),
                                rtol=0, atol=1e-12)
 
 
@@ -64,9 +67,29 @@ def test_aux_grad_scale_multiplies_injected_gradient():
     moe = make_moe()
     x = torch.randn(30, C, dtype=torch.float64)
     plain = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
-    with aux_grad_scale(1024.):
-        scaled = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
+    assert set_aux_grad_scale(moe, 1024.) == 1
+    scaled = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
     torch.testing.assert_close(scaled, 1024 * plain, rtol=1e-12, atol=0)
+
+
+def test_two_models_in_one_process_keep_their_own_aux_grad_scale():
+    """Each model's router gets its own scale, whatever the other model
+    was set to last (a process-wide scale would give both the last one);
+    tolerance 1e-12."""
+    first, second = make_moe(), make_moe()
+    x = torch.randn(30, C, dtype=torch.float64)
+    plain = router_grad_of(lambda: (first(x) * 0).sum(), first)
+    set_aux_grad_scale(first, 2.)
+    set_aux_grad_scale(second, 0.5)
+    loss_first = (first(x) * 0).sum()
+    loss_second = (second(x) * 0).sum()
+    first.zero_grad()
+    second.zero_grad()
+    (loss_first + loss_second).backward()
+    torch.testing.assert_close(first.router.gate.weight.grad, 2. * plain,
+                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(second.router.gate.weight.grad, 0.5 * plain,
+                               rtol=1e-12, atol=0)
 
 
 def test_aux_grad_scale_follows_optim_wrapper_scale_and_accumulation():
@@ -124,3 +147,56 @@ def test_collect_moe_stats_reports_each_layer_of_the_last_forward():
     model.eval()
     model(x)
     assert 'balance_loss' not in collect_moe_stats(model)['0']
+
+
+def test_inject_aux_grad_is_the_identity_and_gives_the_loss_its_gradient():
+    x = torch.randn(4, 3, requires_grad=True)
+    aux = torch.tensor(2., requires_grad=True)
+    out = inject_aux_grad(x, aux, 0.25)
+    assert torch.equal(out, x)
+    seed = torch.randn(4, 3)
+    (out * seed).sum().backward()
+    assert aux.grad.item() == 0.25
+    assert torch.equal(x.grad, seed)
+
+
+def test_loss_mode_gives_the_injected_gradients_also_under_checkpointing():
+    """'loss' mode: the layer keeps its loss, the caller adds weight * loss;
+    every gradient equals the injected mode's (tolerance 1e-12), with and
+    without non-reentrant checkpointing."""
+    moe = make_moe(top_k=2, balance_loss_weight=0.3)
+    x = torch.randn(2, 15, C, dtype=torch.float64)
+    seed = torch.randn_like(x)
+
+    def grads(run, loss_mode):
+        moe.zero_grad()
+        set_balance_loss_mode(moe, 'loss' if loss_mode else 'gradient')
+        loss = (run(x) * seed).sum()
+        if loss_mode:
+            loss = loss + moe_balance_loss(moe)
+            assert moe_balance_loss(moe) is None  # taken once
+        loss.backward()
+        return [p.grad.clone() for p in moe.parameters()]
+
+    expected = grads(moe, loss_mode=False)
+    for run in (moe, lambda t: checkpoint(moe, t, use_reentrant=False)):
+        for a, b in zip(grads(run, loss_mode=True), expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert moe.last_balance_loss is not None and \
+        not moe.last_balance_loss.requires_grad
+
+
+def test_loss_mode_refuses_a_forward_without_autograd():
+    """Reentrant checkpointing runs the forward without autograd, so a kept
+    loss could not train the router: a clear error, not a silent 0."""
+    moe = make_moe()
+    set_balance_loss_mode(moe, 'loss')
+    x = torch.randn(2, 15, C, dtype=torch.float64, requires_grad=True)
+    checkpoint(moe, x, use_reentrant=True)
+    with pytest.raises(RuntimeError, match='without autograd'):
+        moe_balance_loss(moe)
+
+
+def test_unknown_balance_loss_mode_is_an_error():
+    with pytest.raises(ValueError, match="one of \\('gradient', 'loss'\\)"):
+        set_balance_loss_mode(make_moe(), 'both')

@@ -75,7 +75,8 @@ def test_combine_matches_paper_formula(alignment, capacity):
         else:
             expected[token] = expected[token] + g * e
     expected = torch.stack(expected)
-    expected_grads = torch.autograd.grad((expected * seed).sum(), (rows, gates))
+    expected_grads = torch.autograd.grad((expected * seed).sum(),
+                                         (rows, gates))
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     for grad, expected_grad in zip(grads, expected_grads):
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
@@ -105,12 +106,3 @@ def test_stopgrad_combine_value_is_exact():
     gates = torch.tensor([0.3, 0.7, 0.123, 0.999])
     out = combine(rows, gates, plan, 'stopgrad')
     assert torch.equal(out[plan.token_index], rows)
-
-
-def test_combine_injects_aux_gradient_once():
-    plan = plan_dispatch(torch.tensor([[1], [0], [1], [0]]), 2)
-    rows = torch.randn(4, 3, requires_grad=True)
-    aux = torch.tensor(2., requires_grad=True)
-    out = combine(rows, torch.ones(4), plan, 'stopgrad', aux, aux_grad=0.25)
-    out.sum().backward()
-    assert aux.grad.item() == 0.25

@@ -1,4 +1,6 @@
-"""The balance loss trains the router inside an unmodified mmseg EncoderDecoder."""
+"""The balance loss trains the router inside an unmodified mmseg
+EncoderDecoder, by the injected gradient (default) or as the opt-in
+``loss_moe`` term."""
 import copy
 
 import torch
@@ -8,13 +10,14 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import PixelData
 from mmseg.models import EncoderDecoder
 from mmseg.structures import SegDataSample
-
 from moe_reference import importance_cv2
+
+from rmoe_mm.hooks import attach_loss_moe, detach_loss_moe
 from rmoe_mm.moe import RMoEFFN
-from rmoe_mm.registry import MODELS
+from rmoe_mm.testing.registry import MODELS
 
 
-@MODELS.register_module(force=True)
+@MODELS.register_module()
 class TinyRMoEBackbone(BaseModule):
     """4x4 patch embedding, then one RMoE FFN on the patch tokens."""
 
@@ -34,7 +37,7 @@ class TinyRMoEBackbone(BaseModule):
 def build_segmentor(balance_loss_weight):
     with DefaultScope.overwrite_default_scope('mmseg'):
         return EncoderDecoder(
-            backbone=dict(type='TinyRMoEBackbone',
+            backbone=dict(type='rmoe_mm_testing.TinyRMoEBackbone',
                           balance_loss_weight=balance_loss_weight),
             decode_head=dict(type='FCNHead', in_channels=16, channels=8,
                              num_convs=1, num_classes=3, in_index=0,
@@ -42,6 +45,19 @@ def build_segmentor(balance_loss_weight):
             data_preprocessor=dict(type='SegDataPreProcessor',
                                    mean=[0., 0., 0.], std=[255., 255., 255.],
                                    size=(32, 32)))
+
+
+def toy_batch():
+    torch.manual_seed(0)
+    return dict(
+        inputs=[torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+                for _ in range(2)],
+        data_samples=[
+            SegDataSample(
+                gt_sem_seg=PixelData(data=torch.randint(0, 3, (1, 32, 32))),
+                metainfo=dict(img_shape=(32, 32), ori_shape=(32, 32)))
+            for _ in range(2)
+        ])
 
 
 def train_step_router_update(model, data):
@@ -53,16 +69,7 @@ def train_step_router_update(model, data):
 
 
 def test_balance_loss_gradient_reaches_router_in_encoder_decoder_train_step():
-    torch.manual_seed(0)
-    data = dict(
-        inputs=[torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-                for _ in range(2)],
-        data_samples=[
-            SegDataSample(
-                gt_sem_seg=PixelData(data=torch.randint(0, 3, (1, 32, 32))),
-                metainfo=dict(img_shape=(32, 32), ori_shape=(32, 32)))
-            for _ in range(2)
-        ])
+    data = toy_batch()
     without = build_segmentor(balance_loss_weight=0.)
     with torch.no_grad():
         without.backbone.ffn.router.gate.weight.normal_(0, 1.)
@@ -85,3 +92,51 @@ def test_balance_loss_gradient_reaches_router_in_encoder_decoder_train_step():
     assert aux_grad.abs().max() > 1e-4
     torch.testing.assert_close(update_with - update_without, -aux_grad,
                                rtol=1e-4, atol=1e-6)
+
+
+def train_step_updates(model, data):
+    """Logged losses and the change of every parameter of one SGD(lr=1)
+    train_step, i.e. minus the gradients."""
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1.))
+    log_vars = model.train_step(data, optim_wrapper)
+    return log_vars, {n: p.detach() - before[n]
+                      for n, p in model.named_parameters()}
+
+
+def test_loss_moe_is_logged_in_the_summed_loss_with_the_injected_gradients():
+    """With attach_loss_moe the losses hold loss_moe = weight * balance loss,
+    mmengine's summed loss includes it, and every gradient equals the
+    injected mode's (tolerance 1e-6)."""
+    data = toy_batch()
+    injected = build_segmentor(balance_loss_weight=0.5)
+    with torch.no_grad():
+        injected.backbone.ffn.router.gate.weight.normal_(0, 1.)
+    as_loss = copy.deepcopy(injected)
+    handle = attach_loss_moe(as_loss)
+    tokens = []
+    as_loss.backbone.ffn.register_forward_pre_hook(
+        lambda module, args: tokens.append(args[0].detach().reshape(-1, 16)))
+    router_weight = as_loss.backbone.ffn.router.gate.weight.detach().clone()
+
+    log_injected, update_injected = train_step_updates(injected, data)
+    log_as_loss, update_as_loss = train_step_updates(as_loss, data)
+
+    assert 'loss_moe' not in log_injected
+    probs = torch.softmax(tokens[0] @ router_weight.t(), -1)
+    expected = 0.5 * importance_cv2(probs)
+    torch.testing.assert_close(log_as_loss['loss_moe'], expected)
+    torch.testing.assert_close(
+        log_as_loss['loss'],
+        log_as_loss['decode.loss_ce'] + log_as_loss['loss_moe'])
+    torch.testing.assert_close(log_as_loss['decode.loss_ce'],
+                               log_injected['loss'])
+    assert update_injected['backbone.ffn.router.gate.weight'].abs().max() > 0
+    for name, update in update_injected.items():
+        torch.testing.assert_close(update_as_loss[name], update, rtol=0,
+                                   atol=1e-6, msg=name)
+
+    detach_loss_moe(as_loss, handle)
+    assert as_loss.backbone.ffn.balance_loss_mode == 'gradient'
+    log_again, _ = train_step_updates(as_loss, data)
+    assert 'loss_moe' not in log_again

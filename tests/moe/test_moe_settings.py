@@ -47,7 +47,7 @@ def test_from_dense_rejects_a_module_that_is_not_a_two_layer_ffn():
 
 def test_zero_capacity_factor_and_zero_std_are_valid():
     moe = RMoEFFN(8, 16, capacity_factor=0, residual_std=0., gate_noise=0.)
-    assert moe.residual.fc1_weight.abs().sum() == 0
+    assert moe.residual.fc1.weight.abs().sum() == 0
     x = torch.randn(5, 8)
     moe(x)
     assert moe.moe_stats()['dropped'] == 0

@@ -2,11 +2,38 @@
 import pytest
 import torch
 from mmcv.cnn.bricks.transformer import FFN
-from moe_reference import reference_rmoe_ffn
+from moe_reference import reference_rmoe_ffn, set_extension
 
-from rmoe_mm.moe import RMoEFFN, moe_param_groups, set_core_requires_grad
+from rmoe_mm.moe import RMoEFFN, experts, split_parameters
 
 C, H, E = 6, 10, 4
+
+
+@pytest.fixture(params=['blocked', 'blocked_cpp', 'batched'])
+def expert_path(request, monkeypatch):
+    """Run the test with every full-residual path, and check it was taken.
+
+    ``blocked`` (the Python loop) and ``blocked_cpp`` (the C++ extension,
+    skipped if it is not built) get 2-row blocks, so that every linear layer
+    is split into several blocks (and a last, smaller one: H = 10 is not a
+    multiple of 4).
+    """
+    set_extension(monkeypatch, request.param == 'blocked_cpp')
+    if request.param.startswith('blocked'):
+        monkeypatch.setattr(experts, 'CPU_BATCHED_MAX_ROWS', -1)
+        monkeypatch.setattr(experts, 'CPU_BLOCK_BYTES', 2 * H * 8)
+    else:
+        monkeypatch.setattr(experts, 'CPU_BATCHED_MAX_ROWS', 10**9)
+    taken = []
+    choose = experts.choose_path
+
+    def spy(*args):
+        taken.append(choose(*args))
+        return taken[-1]
+
+    monkeypatch.setattr(experts, 'choose_path', spy)
+    yield request.param
+    assert set(taken) <= {request.param.replace('_cpp', '')}
 
 
 def make_moe(**cfg):
@@ -55,7 +82,7 @@ def test_dense_checkpoint_loads_into_core_without_renaming():
 @pytest.mark.parametrize('alignment', ['stopgrad', 'weighted'])
 @pytest.mark.parametrize('top_k', [1, 2])
 def test_forward_and_backward_match_per_token_reference(
-        top_k, alignment, capacity_factor):
+        top_k, alignment, capacity_factor, expert_path):
     """fp64, tolerance 1e-10: output and the gradient of every parameter."""
     moe = make_moe(top_k=top_k, alignment=alignment,
                    capacity_factor=capacity_factor, balance_loss_weight=0.3)
@@ -77,7 +104,7 @@ def test_forward_and_backward_match_per_token_reference(
         assert grads[name].abs().sum() > 0, name
 
 
-def test_input_gradient_matches_reference():
+def test_input_gradient_matches_reference(expert_path):
     moe = make_moe(top_k=2, capacity_factor=0.7)
     x = torch.randn(2, 9, C, dtype=torch.float64, requires_grad=True)
     seed = torch.randn_like(x)
@@ -91,8 +118,8 @@ def test_input_gradient_matches_reference():
 def test_low_rank_residual_matches_reference():
     moe = make_moe(residual_rank=2, top_k=2)
     assert {n for n, _ in moe.residual.named_parameters()} == {
-        'fc1_weight_a', 'fc1_weight_b', 'fc1_bias', 'fc2_weight_a',
-        'fc2_weight_b', 'fc2_bias'
+        'fc1.weight_a', 'fc1.weight_b', 'fc1.bias', 'fc2.weight_a',
+        'fc2.weight_b', 'fc2.bias'
     }
     x = torch.randn(11, C, dtype=torch.float64)
     seed = torch.randn_like(x)
@@ -121,12 +148,14 @@ def test_stopgrad_forward_is_the_unweighted_sum_of_selected_experts():
     torch.testing.assert_close(moe_zero(x), x + 2 * dense, rtol=0, atol=1e-12)
 
 
-def test_frozen_core_gets_no_gradient_but_residuals_and_router_do():
+def test_frozen_core_gets_no_gradient_but_residuals_and_router_do(expert_path):
     moe = make_moe()
-    assert set_core_requires_grad(moe, False) == 4
+    groups = split_parameters(moe, backbone=None)
+    for _, param in groups['core']:
+        param.requires_grad_(False)
     x = torch.randn(20, C, dtype=torch.float64)
     moe(x).pow(2).sum().backward()
-    groups = moe_param_groups(moe)
+    assert groups['heads'] == []
     assert [n for n, _ in groups['core']] == [
         'layers.0.0.weight', 'layers.0.0.bias', 'layers.1.weight',
         'layers.1.bias'
@@ -136,7 +165,7 @@ def test_frozen_core_gets_no_gradient_but_residuals_and_router_do():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def test_experts_without_tokens_get_zero_gradient():
+def test_experts_without_tokens_get_zero_gradient(expert_path):
     moe = make_moe()
     x = torch.randn(1, C, dtype=torch.float64).expand(12, C).contiguous()
     out = moe(x)
@@ -147,12 +176,12 @@ def test_experts_without_tokens_get_zero_gradient():
                                atol=1e-10)
     busy = counts.index(12)
     for expert in range(E):
-        grad = moe.residual.fc1_weight.grad[expert]
+        grad = moe.residual.fc1.weight.grad[expert]
         assert (grad.abs().sum() > 0) == (expert == busy)
 
 
 @pytest.mark.parametrize('shape', [(0, C), (1, C), (5, C), (2, 3, 7, C)])
-def test_any_token_count(shape):
+def test_any_token_count(shape, expert_path):
     moe = make_moe(top_k=2, capacity_factor=1.0)
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     out = moe(x)
@@ -214,12 +243,14 @@ def test_gate_noise_only_in_training():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('residual_rank', [None, 2])
 @pytest.mark.parametrize('top_k, capacity_factor', [(1, None), (2, 0.5)])
 def test_cuda_matches_per_token_reference(top_k, capacity_factor,
-                                          monkeypatch):
+                                          residual_rank, monkeypatch):
     """fp32 on the GPU (TF32 off), tolerance 1e-4; then a bf16 autocast run."""
     monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
-    moe = make_moe(top_k=top_k, capacity_factor=capacity_factor).float().cuda()
+    moe = make_moe(top_k=top_k, capacity_factor=capacity_factor,
+                   residual_rank=residual_rank).float().cuda()
     x = torch.randn(3, 7, C, device='cuda')
     seed = torch.randn_like(x)
     grads = named_grads(moe, (moe(x) * seed).sum())

@@ -11,8 +11,7 @@ import pytest
 
 from rmoe_mm.engine.pipeline_spec import (PipelineSpec,
                                           pretrained_checkpoint_keys)
-
-from conftest import REPO_ROOT, run_tool
+from rmoe_mm.testing import REPO_ROOT, run_tool
 
 SPEC = REPO_ROOT / 'configs' / 'pipelines' / 'specs' / \
     'swin_upernet_toy_ade20k.py'

@@ -2,11 +2,12 @@
 import json
 import socket
 
-import torch
+import pytest
 
-import rmoe_mm  # noqa: F401  the checkpoint allow-list
+from rmoe_mm.checkpoint import load_checkpoint_file
+from rmoe_mm.testing import run_tool
 
-from conftest import run_tool
+pytestmark = pytest.mark.slow  # 2 tool processes
 
 SEG_CONFIG = 'configs/toy/swin_upernet_toy_ade20k.py'
 
@@ -29,8 +30,7 @@ def test_dist_train_and_test_with_two_cpu_processes(toy_ade20k_options, tmp_path
     assert 'Distributed training: True' in log
     assert 'GPU number: 2' in log or 'world_size: 2' in log or \
         "'world_size': 2" in log, log[:3000]
-    assert torch.load(tmp_path / 'iter_2.pth', map_location='cpu',
-                      weights_only=True)['meta']['iter'] == 2
+    assert load_checkpoint_file(tmp_path / 'iter_2.pth')['meta']['iter'] == 2
 
     run_tool('tools/dist_test.sh', SEG_CONFIG, tmp_path / 'iter_2.pth', 2,
              '--work-dir', tmp_path / 'test', '--cfg-options', *toy_ade20k_options,

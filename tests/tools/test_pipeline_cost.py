@@ -14,8 +14,7 @@ from mmengine.config import Config
 from torch import nn
 
 from rmoe_mm.moe import RMoEFFN
-
-from conftest import REPO_ROOT
+from rmoe_mm.testing import REPO_ROOT
 
 PIPELINES = REPO_ROOT / 'configs' / 'pipelines'
 

@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-import rmoe_mm  # noqa: F401  the checkpoint allow-list
+from rmoe_mm.checkpoint import load_checkpoint_file
+from rmoe_mm.testing import run_tool
 
-from conftest import run_tool
+pytestmark = pytest.mark.slow  # runs the tools as subprocesses
 
 SEG_CONFIG = 'configs/toy/swin_upernet_toy_ade20k.py'
 DET_CONFIG = 'configs/toy/swin_mask_rcnn_toy_coco.py'
@@ -27,7 +27,7 @@ def short_schedule(max_iters):
 
 
 def checkpoint_iter(path):
-    return torch.load(path, map_location='cpu', weights_only=True)['meta']['iter']
+    return load_checkpoint_file(path, map_location='cpu')['meta']['iter']
 
 
 @pytest.fixture(scope='module', params=['seg', 'det'])

@@ -70,7 +70,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)
 import rmoe_mm  # noqa: E402,F401  registers the models, hooks, initialisers
 from rmoe_mm.engine.pipeline_spec import PipelineSpec  # noqa: E402
-from rmoe_mm.hooks import split_parameters  # noqa: E402
+from rmoe_mm.moe import split_parameters  # noqa: E402
+from rmoe_mm.moe.naming import ROUTER, moe_role  # noqa: E402
 from rmoe_mm.moe.residual_ffn import RMoEFFN  # noqa: E402
 
 # Tensor arguments of an op that are its matmul / convolution operands (the
@@ -97,17 +98,23 @@ def rmoe_ffn_flops(ffn, tokens: int) -> int:
     """
     channels, hidden = ffn.embed_dims, ffn.feedforward_channels
     experts, top_k = ffn.router.num_experts, ffn.router.top_k
-    rank = next((p.shape[-1] for name, p in ffn.named_parameters()
-                 if name.endswith('weight_a')), None)
-    expert = 4 * channels * hidden
-    if rank is not None:
-        expert += 4 * rank * (channels + hidden)
+    expert = 4 * channels * hidden + _low_rank_flops(ffn.residual.fc1) + \
+        _low_rank_flops(ffn.residual.fc2)
     return tokens * (2 * channels * experts + top_k * expert)
+
+
+def _low_rank_flops(residual) -> int:
+    """Extra forward FLOPs per token of a low-rank expert residual
+    (:class:`~rmoe_mm.moe.experts.ResidualLinear`): ``x B^T`` then ``A``;
+    a full residual is added to the core weight, at no extra matmul."""
+    if residual.rank is None:
+        return 0
+    return 2 * residual.rank * (residual.in_features + residual.out_features)
 
 
 def _rmoe_ffn_trains(ffn) -> bool:
     return any(p.requires_grad for name, p in ffn.named_parameters()
-               if not name.startswith('router.'))
+               if moe_role(name) != ROUTER)
 
 
 #: Modules priced as one layer: class -> (forward FLOPs(module, tokens),

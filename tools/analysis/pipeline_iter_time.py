@@ -31,7 +31,7 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner
 
 import rmoe_mm  # noqa: F401  registers the RMoE modules
-from rmoe_mm.hooks import split_parameters
+from rmoe_mm.moe import split_parameters
 
 
 def parse_args():

@@ -23,6 +23,11 @@ DST holds ``{'state_dict': ..., 'meta': {'backbone_cfg': ..., 'source': SRC}}``
 with backbone keys (``--out-prefix backbone.`` for a whole-model ``load_from``);
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` of the same backbone
 loads it back, and a backbone with other MoE settings refuses it.
+
+SRC may be a path or any URL scheme mmengine knows (``https://...`` is read
+from torch hub's cache when it is there); it is loaded by rmoe_mm's safe
+loader (``--trust-checkpoint SRC`` to unpickle a trusted file fully) and
+must be a checkpoint of the backbone's family (docs/security.md).
 """
 import argparse
 import ast
@@ -140,19 +145,27 @@ def parse_args(argv=None):
                         "saved keys, e.g. 'backbone.' for load_from")
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the residual and router init')
+    from rmoe_mm.engine.checkpoint_args import add_checkpoint_args
+    add_checkpoint_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.config:
-        backbone_cfg = backbone_cfg_from_config(args.config, args.cfg_options)
-    else:
-        if args.cfg_options:
-            raise SystemExit('--cfg-options applies to --config only')
-        backbone_cfg = parse_backbone_cfg(args.backbone_cfg)
-    checkpoint = convert(args.src, args.dst, backbone_cfg, prefix=args.prefix,
-                         out_prefix=args.out_prefix, seed=args.seed)
+    from rmoe_mm.engine.checkpoint_args import (apply_checkpoint_args,
+                                                user_errors)
+    with user_errors():
+        apply_checkpoint_args(args)
+        if args.config:
+            backbone_cfg = backbone_cfg_from_config(args.config,
+                                                    args.cfg_options)
+        else:
+            if args.cfg_options:
+                raise SystemExit('--cfg-options applies to --config only')
+            backbone_cfg = parse_backbone_cfg(args.backbone_cfg)
+        checkpoint = convert(args.src, args.dst, backbone_cfg,
+                             prefix=args.prefix, out_prefix=args.out_prefix,
+                             seed=args.seed)
     print(f'saved {len(checkpoint["state_dict"])} tensors to {args.dst}')
 
 

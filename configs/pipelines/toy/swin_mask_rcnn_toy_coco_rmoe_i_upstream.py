@@ -6,4 +6,10 @@
 _base_ = ['./swin_mask_rcnn_toy_coco_rmoe_d.py']
 upstream_checkpoint = \
     'work_dirs/upstream/rmoe_swin_toy_imagenet_intermediate/iter_100.pth'
-model = dict(backbone=dict(init_cfg=dict(checkpoint=upstream_checkpoint)))
+model = dict(
+    backbone=dict(
+        init_cfg=dict(
+            checkpoint=upstream_checkpoint,
+            strict=True,  # all but the dense-prediction norms and the head
+            allowed_missing=['norm0.', 'norm1.', 'norm2.'],
+            allowed_unused=['head.'])))

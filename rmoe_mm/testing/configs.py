@@ -1,11 +1,13 @@
-"""Building models and one-step runners from configs/, shared by config tests."""
+"""Building models and one-step runners from configs/, for the config tests.
+"""
 from pathlib import Path
 
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+#: The checkout's configs/.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 
 
 def build_model(cfg):
@@ -27,13 +29,14 @@ def build_model(cfg):
 def head_channels(model):
     """The input channels of the decode head (mmseg) or the neck (mmdet)."""
     head = getattr(model, 'decode_head', None)
-    return list(head.in_channels if head is not None else
-                model.neck.in_channels)
+    return list(
+        head.in_channels if head is not None else model.neck.in_channels)
 
 
 def one_step_runner(config, data_root, work_dir):
     """A Runner that trains ``config`` (relative to configs/) for one
-    iteration of batch 2 on ``data_root``, without validation or checkpoints."""
+    iteration of batch 2 on ``data_root``, without validation or
+    checkpoints."""
     cfg = Config.fromfile(CONFIG_DIR / config)
     cfg.work_dir = str(work_dir)
     cfg.train_dataloader.dataset.data_root = str(data_root)

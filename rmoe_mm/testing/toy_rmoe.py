@@ -1,10 +1,11 @@
 """A tiny RMoE model, its data and an mmengine Runner around it, for the hook
-tests (and, through ``custom_imports``, for configs of 2-process runs).
+tests (and, through ``custom_imports``, for configs of 2-process runs, which
+name them ``'rmoe_mm_testing.ToyRMoEClassifier'`` and so on).
 
 The model has what :class:`RMoEStageHook` tells apart: a backbone with a dense
-stem, a BatchNorm and an RMoE FFN (core, residuals, router), and a head
-outside the backbone. Gate noise and dropout make the forward random, as in
-real training, so the resume test also covers randomness.
+stem, a BatchNorm and an RMoE FFN (shared weights, residuals, router), and a
+head outside the backbone. Gate noise and dropout make the forward random, as
+in real training, so the resume test also covers randomness.
 """
 import os.path as osp
 import uuid
@@ -14,13 +15,12 @@ import torch.nn.functional as F
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
-from mmengine.registry import DATASETS
 from mmengine.runner import Runner
 from torch import nn
 
 import rmoe_mm  # noqa: F401  registers the hooks
 from rmoe_mm.moe import RMoEFFN
-from rmoe_mm.registry import HOOKS, MODELS
+from .registry import DATASETS, HOOKS, MODELS
 
 IN_DIMS, EMBED_DIMS, NUM_CLASSES, NUM_EXPERTS = 6, 8, 3, 4
 
@@ -32,21 +32,25 @@ class ToyBackbone(nn.Module):
         self.stem = nn.Linear(IN_DIMS, EMBED_DIMS)
         self.norm = nn.BatchNorm1d(EMBED_DIMS)
         self.drop = nn.Dropout(0.1)
-        self.ffn = RMoEFFN(EMBED_DIMS, 2 * EMBED_DIMS, num_experts=NUM_EXPERTS,
-                           gate_noise=0.5, residual_std=0.01,
-                           balance_loss_weight=0.1)
+        self.ffn = RMoEFFN(
+            EMBED_DIMS,
+            2 * EMBED_DIMS,
+            num_experts=NUM_EXPERTS,
+            gate_noise=0.5,
+            residual_std=0.01,
+            balance_loss_weight=0.1)
 
     def forward(self, x):
         return self.ffn(self.drop(self.norm(self.stem(x))))
 
 
-@MODELS.register_module(force=True)
+@MODELS.register_module()
 class ToyRMoEClassifier(BaseModel):
     """Backbone (stem, BN, RMoE FFN) + a linear head, cross-entropy loss."""
 
     def __init__(self, data_preprocessor=None, init_cfg=None):
-        super().__init__(data_preprocessor=data_preprocessor,
-                         init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         torch.manual_seed(0)
         self.backbone = ToyBackbone()
         self.head = nn.Linear(EMBED_DIMS, NUM_CLASSES)
@@ -54,11 +58,11 @@ class ToyRMoEClassifier(BaseModel):
     def forward(self, inputs, labels=None, mode='tensor'):
         logits = self.head(self.backbone(inputs))
         if mode == 'loss':
-            return dict(loss=F.cross_entropy(logits, labels))
+            return dict(loss_cls=F.cross_entropy(logits, labels))
         return logits
 
 
-@DATASETS.register_module(force=True)
+@DATASETS.register_module()
 class ToyDataset(torch.utils.data.Dataset):
     """``length`` random samples whose label depends on the input."""
 
@@ -75,9 +79,15 @@ class ToyDataset(torch.utils.data.Dataset):
         return dict(inputs=self.inputs[index], labels=self.labels[index])
 
 
-def toy_runner_cfg(work_dir, stages, max_iters=6, by_epoch=False,
-                   checkpoint_interval=1000, log_interval=1, extra_hooks=(),
-                   stage_kwargs=None, **overrides):
+def toy_runner_cfg(work_dir,
+                   stages,
+                   max_iters=6,
+                   by_epoch=False,
+                   checkpoint_interval=1000,
+                   log_interval=1,
+                   extra_hooks=(),
+                   stage_kwargs=None,
+                   **overrides):
     """Keyword arguments of an mmengine Runner training the toy model."""
     if by_epoch:
         train_cfg = dict(by_epoch=True, max_epochs=max_iters)
@@ -90,18 +100,28 @@ def toy_runner_cfg(work_dir, stages, max_iters=6, by_epoch=False,
         work_dir=str(work_dir),
         experiment_name=f'toy_{uuid.uuid4().hex[:8]}',
         train_dataloader=dict(
-            dataset=ToyDataset(), sampler=sampler, batch_size=16,
-            num_workers=0, collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05,
-                                          weight_decay=0.1)),
+            dataset=ToyDataset(),
+            sampler=sampler,
+            batch_size=16,
+            num_workers=0,
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(
+            optimizer=dict(type='AdamW', lr=0.05, weight_decay=0.1)),
         train_cfg=train_cfg,
         default_hooks=dict(
             logger=dict(type='LoggerHook', interval=log_interval),
-            checkpoint=dict(type='CheckpointHook', interval=checkpoint_interval,
-                            by_epoch=by_epoch)),
+            checkpoint=dict(
+                type='CheckpointHook',
+                interval=checkpoint_interval,
+                by_epoch=by_epoch)),
         custom_hooks=[
-            dict(type='RMoEStageHook', stages=stages,
-                 **{'by_epoch': by_epoch, **(stage_kwargs or {})}),
+            dict(
+                type='RMoEStageHook',
+                stages=stages,
+                **{
+                    'by_epoch': by_epoch,
+                    **(stage_kwargs or {})
+                }),
             dict(type='IterationSeedHook'),
             *extra_hooks,
         ],
@@ -121,7 +141,7 @@ def snapshot(module: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class RankParamsDumpHook(Hook):
     """Saves this rank's parameters (``rank{r}_params.pt``) at the end of
     training, and rank 0's at the start and at iteration ``switch``."""
