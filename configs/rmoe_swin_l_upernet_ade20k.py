@@ -1,5 +1,6 @@
 # RMoE Swin-L (window 12, ImageNet-22k 384 px) UperNet on ADE20K; dense twin:
-# mmseg's swin-large-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.
+# mmseg's swin-large-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_
+# ade20k-512x512.
 _base_ = [
     'mmseg::swin/swin-large-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py'  # noqa
 ]

@@ -29,19 +29,36 @@ def _runner_like_checkpoint():
     buffer.update(2.5)
     return {
         'meta': {
-            'epoch': 0, 'iter': 7, 'seed': np.int64(3),
-            'dataset_meta': {'classes': ('a', 'b'), 'palette': [[1, 2, 3]]},
-            'hook_msgs': {'last_ckpt': 'x.pth'},
+            'epoch': 0,
+            'iter': 7,
+            'seed': np.int64(3),
+            'dataset_meta': {
+                'classes': ('a', 'b'),
+                'palette': [[1, 2, 3]]
+            },
+            'hook_msgs': {
+                'last_ckpt': 'x.pth'
+            },
         },
         'state_dict': model.state_dict(),
         'message_hub': {
-            'log_scalars': {'train/loss': buffer},
-            'runtime_info': {'iter': 7, 'score': np.float64(0.25),
-                             'arr': np.arange(3)},
-            'resumed_keys': {'iter': True},
+            'log_scalars': {
+                'train/loss': buffer
+            },
+            'runtime_info': {
+                'iter': 7,
+                'score': np.float64(0.25),
+                'arr': np.arange(3)
+            },
+            'resumed_keys': {
+                'iter': True
+            },
         },
         'optimizer': optimizer.state_dict(),
-        'param_schedulers': [{'last_epoch': 7, 'base_lrs': [0.1]}],
+        'param_schedulers': [{
+            'last_epoch': 7,
+            'base_lrs': [0.1]
+        }],
     }
 
 
@@ -58,8 +75,11 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
     assert loaded['message_hub']['log_scalars']['train/loss'].current() == 2.5
     np.testing.assert_array_equal(loaded['message_hub']['runtime_info']['arr'],
                                   np.arange(3))
-    torch.testing.assert_close(loaded['state_dict']['weight'],
-                               saved['state_dict']['weight'], rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded['state_dict']['weight'],
+        saved['state_dict']['weight'],
+        rtol=0,
+        atol=0)
 
 
 def test_weights_only_stays_on_globally():
@@ -89,7 +109,7 @@ def test_refusal_is_an_unpickling_error(tmp_path):
 
 
 class Evil:
-    """Pickles as getattr(HistoryBuffer, '__init__'): not a statistics method."""
+    """Pickles as getattr(HistoryBuffer, '__init__'): no statistics method."""
 
     def __reduce__(self):
         return getattr, (HistoryBuffer, '__init__')

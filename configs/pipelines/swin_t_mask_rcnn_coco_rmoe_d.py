@@ -3,8 +3,10 @@
 # schedule.
 _base_ = ['../rmoe_swin_t_mask_rcnn_coco.py']
 custom_hooks = [
-    dict(type='RMoEStageHook', stages=[dict(name='finetune', begin=0)],
-         by_epoch=True),
+    dict(
+        type='RMoEStageHook',
+        stages=[dict(name='finetune', begin=0)],
+        by_epoch=True),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

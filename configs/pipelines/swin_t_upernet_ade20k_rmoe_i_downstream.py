@@ -12,19 +12,35 @@ finetune_iters = 160000
 warmup_iters = 1500
 max_iters = intermediate_iters + finetune_iters
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-         end=warmup_iters),
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False,
-         begin=intermediate_iters, end=intermediate_iters + warmup_iters),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False,
-         begin=intermediate_iters + warmup_iters, end=max_iters),
+    dict(
+        type='LinearLR',
+        start_factor=1e-6,
+        by_epoch=False,
+        begin=0,
+        end=warmup_iters),
+    dict(
+        type='LinearLR',
+        start_factor=1e-6,
+        by_epoch=False,
+        begin=intermediate_iters,
+        end=intermediate_iters + warmup_iters),
+    dict(
+        type='PolyLR',
+        eta_min=0.0,
+        power=1.0,
+        by_epoch=False,
+        begin=intermediate_iters + warmup_iters,
+        end=max_iters),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=16000)
+train_cfg = dict(
+    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=16000)
 custom_hooks = [
-    dict(type='RMoEStageHook', stages=[
-        dict(name='intermediate', begin=0, frozen=['core']),
-        dict(name='finetune', begin=intermediate_iters)]),
+    dict(
+        type='RMoEStageHook',
+        stages=[
+            dict(name='intermediate', begin=0, frozen=['core']),
+            dict(name='finetune', begin=intermediate_iters)
+        ]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

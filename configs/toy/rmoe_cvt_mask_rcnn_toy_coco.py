@@ -3,6 +3,4 @@
 _base_ = ['./cvt_mask_rcnn_toy_coco.py']
 model = dict(
     backbone=dict(
-        type='RMoECvT',
-        moe_blocks=None,
-        moe_cfg=dict(num_experts=8, top_k=1)))
+        type='RMoECvT', moe_blocks=None, moe_cfg=dict(num_experts=8, top_k=1)))

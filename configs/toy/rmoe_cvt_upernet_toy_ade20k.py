@@ -4,6 +4,4 @@
 _base_ = ['./cvt_upernet_toy_ade20k.py']
 model = dict(
     backbone=dict(
-        type='RMoECvT',
-        moe_blocks=None,
-        moe_cfg=dict(num_experts=8, top_k=1)))
+        type='RMoECvT', moe_blocks=None, moe_cfg=dict(num_experts=8, top_k=1)))

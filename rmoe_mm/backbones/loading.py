@@ -42,8 +42,10 @@ def rmoe_ffn_names(model: nn.Module) -> List[str]:
 def _model_moe_keys(model: nn.Module, model_state: StateDict) -> Set[str]:
     """The residual and router keys of ``model``'s RMoE FFNs."""
     layers = set(rmoe_ffn_names(model))
-    return {k for k in model_state
-            if is_moe_key(k) and moe_layer_name(k) in layers}
+    return {
+        k
+        for k in model_state if is_moe_key(k) and moe_layer_name(k) in layers
+    }
 
 
 @dataclass
@@ -213,12 +215,16 @@ def load_rmoe_state_dict(model: nn.Module,
             raise CheckpointMismatchError(
                 f'{source or "the checkpoint"}: {err}\n{PARTIAL_HINT}'
             ) from None
-        print_log(f'{source or "the checkpoint"}: {err}\nLoading what fits '
-                  'because partial loads are allowed.', logger=logger,
-                  level=logging.WARNING)
-        state_dict = {k: v for k, v in state_dict.items()
-                      if k not in model_state or
-                      v.shape == model_state[k].shape}
+        print_log(
+            f'{source or "the checkpoint"}: {err}\nLoading what fits '
+            'because partial loads are allowed.',
+            logger=logger,
+            level=logging.WARNING)
+        state_dict = {
+            k: v
+            for k, v in state_dict.items()
+            if k not in model_state or v.shape == model_state[k].shape
+        }
     with checked_load():  # checked above; the backbone's hook skips it
         model.load_state_dict(state_dict, strict=False)
 

@@ -52,8 +52,9 @@ def history_buffer_method(owner, name: str):
 def history_buffer_statistics() -> set:
     """Names ``getattr(HistoryBuffer, name)`` may answer."""
     # The built-in four are registered lazily, on the first HistoryBuffer().
-    return {'min', 'max', 'current', 'mean',
-            *HistoryBuffer._statistics_methods}
+    return {
+        'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods
+    }
 
 
 def numpy_globals() -> List[Tuple[object, str]]:
@@ -78,8 +79,10 @@ def numpy_globals() -> List[Tuple[object, str]]:
 def safe_globals() -> List[object]:
     """What :func:`~rmoe_mm.checkpoint.load_checkpoint_file` adds to torch's
     ``weights_only`` allow-list while it loads a pre-scanned file."""
-    return [HistoryBuffer, (history_buffer_method, 'builtins.getattr'),
-            (bytes, 'builtins.bytes'), *numpy_globals()]
+    return [
+        HistoryBuffer, (history_buffer_method, 'builtins.getattr'),
+        (bytes, 'builtins.bytes'), *numpy_globals()
+    ]
 
 
 def allowed_names() -> Dict[str, str]:
@@ -87,8 +90,7 @@ def allowed_names() -> Dict[str, str]:
     why = {
         'mmengine.logging.history_buffer.HistoryBuffer':
         "the message hub's logged scalars",
-        'builtins.getattr':
-        'only getattr(HistoryBuffer, <statistics method>)',
+        'builtins.getattr': 'only getattr(HistoryBuffer, <statistics method>)',
         'builtins.bytes': "only bytes() (an empty array's data)",
         'numpy.dtype': 'plain numeric dtypes, state checked',
         'numpy.ndarray': "only as _reconstruct's first argument",

@@ -48,10 +48,12 @@ PARTIAL_HINT = ('To load it anyway, pass --allow-partial-load to '
 #: Backbone family -> key patterns that only its checkpoints have (every
 #: layout the converters read).
 FAMILY_SIGNATURES: Dict[str, re.Pattern] = {
-    'Swin': re.compile(r'(^|\.)attn\.w_msa\.|^layers[._]\d+\.blocks\.\d+\.'
-                       r'attn\.relative_position_bias_table'),
-    'CvT': re.compile(r'(^|\.)attn\.conv_proj_q\.|'
-                      r'convolution_projection_query'),
+    'Swin':
+    re.compile(r'(^|\.)attn\.w_msa\.|^layers[._]\d+\.blocks\.\d+\.'
+               r'attn\.relative_position_bias_table'),
+    'CvT':
+    re.compile(r'(^|\.)attn\.conv_proj_q\.|'
+               r'convolution_projection_query'),
 }
 
 _allow_partial = False
@@ -125,17 +127,20 @@ class Fit:
                 f'{message}\nLoading it partially because partial loads '
                 f'are allowed (--allow-partial-load / {ENV_ALLOW_PARTIAL}): '
                 'what does not fit keeps its initial value.',
-                logger=logger, level=logging.WARNING)
+                logger=logger,
+                level=logging.WARNING)
         if self.new_moe:
             print_log(
                 f'A dense checkpoint loads into {self.where}: '
                 f'{len(self.new_moe)} router / residual tensors of '
                 f'{self.new_moe_ffns} MoE FFNs keep their init '
                 f'(e.g. {_first(self.new_moe, 3)}).',
-                logger=logger, level=logging.WARNING)
+                logger=logger,
+                level=logging.WARNING)
 
 
-def family_problem(backbone: nn.Module, state_dict: Mapping,
+def family_problem(backbone: nn.Module,
+                   state_dict: Mapping,
                    prefix: str = '') -> Optional[str]:
     """Why ``state_dict`` (keys without ``prefix``) is the wrong backbone
     family for ``backbone``, or None when the families agree or are unknown.
@@ -145,8 +150,9 @@ def family_problem(backbone: nn.Module, state_dict: Mapping,
     if model_family is None or ckpt_family == model_family:
         return None
     signature = FAMILY_SIGNATURES.get(ckpt_family)
-    example = next((k for k in state_dict
-                    if signature is None or signature.search(k)), None)
+    example = next(
+        (k for k in state_dict if signature is None or signature.search(k)),
+        None)
     what = f'a {ckpt_family}' if ckpt_family else 'neither Swin nor CvT'
     return (f"the checkpoint's backbone is {what} (e.g. {prefix}{example}) "
             f"but the model's is {type(backbone).__name__} ({model_family}). "
@@ -197,9 +203,11 @@ def check_backbone_state_dict(backbone: nn.Module,
 
     # Residual keys of rmoe_mm <= 0.1 are renamed by the layer's own load
     # hook; compare in today's names.
-    incoming = remap_legacy_residual_keys(
-        {k[len(prefix):]: v for k, v in state_dict.items()
-         if isinstance(k, str) and k.startswith(prefix)})
+    incoming = remap_legacy_residual_keys({
+        k[len(prefix):]: v
+        for k, v in state_dict.items()
+        if isinstance(k, str) and k.startswith(prefix)
+    })
     if not incoming:
         family = backbone_family(state_dict)
         what = f'a {family} backbone checkpoint' if family else \
@@ -270,8 +278,10 @@ def check_backbone_state_dict(backbone: nn.Module,
             f'{len(ffns)} MoE FFNs would keep random routers and residuals. '
             'Use the config that made the checkpoint, or start RMoE training '
             'from it with load_from.')
-    missing = [k for k in own if k not in incoming and not is_derived(k)
-               and not (dense_in and k in model_moe_keys)]
+    missing = [
+        k for k in own if k not in incoming and not is_derived(k)
+        and not (dense_in and k in model_moe_keys)
+    ]
     unexpected = [k for k in incoming if k not in own and not is_derived(k)]
     if missing:
         fit.problems.append(
@@ -313,8 +323,9 @@ def check_model_state_dict(model: nn.Module,
     for name, backbone in guarded_backbones(model):
         sub = f'{prefix}{name}.' if name else prefix
         covered.append(sub)
-        fits.append(check_backbone_state_dict(
-            backbone, state_dict, sub, allow_dense=mode == 'load_from'))
+        fits.append(
+            check_backbone_state_dict(
+                backbone, state_dict, sub, allow_dense=mode == 'load_from'))
     rest = Fit(f'the model {type(model).__name__}')
     own = {prefix + k: tuple(v.shape) for k, v in model.state_dict().items()}
 
@@ -322,15 +333,20 @@ def check_model_state_dict(model: nn.Module,
         return key.startswith(prefix) and not any(
             key.startswith(c) for c in covered)
 
-    incoming = {k: v for k, v in state_dict.items()
-                if isinstance(k, str) and outside(k)}
-    missing = [k for k in own if outside(k) and k not in incoming
-               and not is_derived(k)]
+    incoming = {
+        k: v
+        for k, v in state_dict.items() if isinstance(k, str) and outside(k)
+    }
+    missing = [
+        k for k in own
+        if outside(k) and k not in incoming and not is_derived(k)
+    ]
     unexpected = [k for k in incoming if k not in own and not is_derived(k)]
-    shapes = [f'{k}: checkpoint {tuple(v.shape)}, model {own[k]}'
-              for k, v in incoming.items()
-              if k in own and hasattr(v, 'shape') and
-              tuple(v.shape) != own[k]]
+    shapes = [
+        f'{k}: checkpoint {tuple(v.shape)}, model {own[k]}'
+        for k, v in incoming.items()
+        if k in own and hasattr(v, 'shape') and tuple(v.shape) != own[k]
+    ]
     if missing:
         rest.problems.append(f'{len(missing)} tensors of the model are not in '
                              f'the checkpoint: {_first(missing)}')
@@ -376,8 +392,10 @@ def enforce_fits(fits: List[Fit], logger='current') -> None:
     bad = [fit for fit in fits if fit.problems]
     if bad:
         merged = Fit(bad[0].where if len(bad) == 1 else 'the model')
-        merged.problems = [p if len(bad) == 1 else f'{fit.where}: {p}'
-                           for fit in bad for p in fit.problems]
+        merged.problems = [
+            p if len(bad) == 1 else f'{fit.where}: {p}' for fit in bad
+            for p in fit.problems
+        ]
         merged.enforce(logger)
     for fit in fits:
         Fit(fit.where, new_moe=fit.new_moe,
@@ -406,8 +424,8 @@ def guard_model_loads(model: nn.Module, mode: str):
     from mmengine.model import is_model_wrapper
     while is_model_wrapper(model):
         model = model.module
-    covered = [(name, backbone) for name, backbone in
-               guarded_backbones(model) if name]
+    covered = [(name, backbone) for name, backbone in guarded_backbones(model)
+               if name]
     for name, backbone in covered:  # the model's hook checks them
         setattr(backbone, _COVERED, f'{name}.')
     handle = model.register_load_state_dict_pre_hook(

@@ -82,8 +82,8 @@ def load_checkpoint_file(file: PathOrFile,
                 raise RuntimeError(
                     f'cannot read checkpoint {name!r}: {err}') from err
             with torch.serialization.safe_globals(safe_globals()):
-                return torch.load(opened, map_location=map_location,
-                                  weights_only=True)
+                return torch.load(
+                    opened, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as err:
             refusal = _refusal(err, name)
             names = [source, file if isinstance(file, str) else None]
@@ -99,10 +99,12 @@ def load_checkpoint_file(file: PathOrFile,
                 f'Loading {name} with full unpickling (weights_only=False): '
                 f'it is trusted ({ENV_TRUSTED} or --trust-checkpoint) and '
                 f'needs {needs}. A trusted file can run any code when it is '
-                'loaded.', logger=logger, level=logging.WARNING)
+                'loaded.',
+                logger=logger,
+                level=logging.WARNING)
             opened.seek(start)
-            return torch.load(opened, map_location=map_location,
-                              weights_only=False)
+            return torch.load(
+                opened, map_location=map_location, weights_only=False)
 
 
 def _refusal(err: pickle.UnpicklingError,
@@ -159,16 +161,16 @@ def load_url(url: str,
             match = torch.hub.HASH_REGEX.search(osp.basename(cached))
             hash_prefix = match.group(1) if match else None
         try:
-            torch.hub.download_url_to_file(url, cached, hash_prefix,
-                                           progress=progress)
+            torch.hub.download_url_to_file(
+                url, cached, hash_prefix, progress=progress)
         except OSError as err:
             raise OSError(
                 f'could not download {url} to {cached} ({err}); to use the '
                 'file offline, put it at that path') from err
     if _is_legacy_zip(cached):
         cached = _extract_legacy_zip(cached)
-    return load_checkpoint_file(cached, map_location, source=url,
-                                logger=logger)
+    return load_checkpoint_file(
+        cached, map_location, source=url, logger=logger)
 
 
 def _is_legacy_zip(path: str) -> bool:

@@ -31,7 +31,6 @@ BYTE_ORDERS = ('<', '>', '|', '=')
 TEXT_CODECS = ('latin1', 'latin-1', 'utf-8', 'utf8', 'ascii')
 HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
 
-
 #: Refusals of a whole file format rather than of a global.
 LEGACY_TAR = 'a file in the legacy tar format (torch < 0.4)'
 NO_DATA_PKL = 'a zip archive without data.pkl'
@@ -120,8 +119,9 @@ class _DType:
             raise _refuse(name, f'with arguments {_short(args)}')
         typestr = args[0]
         if not re.fullmatch(r'[biufc]\d{1,2}', typestr):
-            raise _refuse(name, f'of type {typestr!r}: only bool, int, uint, '
-                          'float and complex dtypes are allowed')
+            raise _refuse(
+                name, f'of type {typestr!r}: only bool, int, uint, '
+                'float and complex dtypes are allowed')
         try:
             dtype = np.dtype(typestr)  # a short numeric code: safe to parse
         except TypeError as err:
@@ -150,8 +150,9 @@ class _ArrayClass:
     """``numpy.ndarray``: allowed only as ``_reconstruct``'s first argument."""
 
     def __new__(cls, *args, **kwargs):
-        raise _refuse('numpy.ndarray', 'called directly: arrays are rebuilt '
-                      'only through _reconstruct')
+        raise _refuse(
+            'numpy.ndarray', 'called directly: arrays are rebuilt '
+            'only through _reconstruct')
 
 
 class _Array:
@@ -175,17 +176,20 @@ class _Array:
         shape, dtype, is_fortran, data = state
         if not _is_shape(shape) or not isinstance(dtype, _DType) or \
                 not isinstance(is_fortran, bool):
-            raise _refuse(name, f'with state {_short(state)}: only plain '
-                          'numeric arrays are allowed')
+            raise _refuse(
+                name, f'with state {_short(state)}: only plain '
+                'numeric arrays are allowed')
         if not isinstance(data, bytes):
-            raise _refuse(name, f'with data of type {type(data).__name__}: '
-                          'only raw bytes of a numeric array are allowed')
+            raise _refuse(
+                name, f'with data of type {type(data).__name__}: '
+                'only raw bytes of a numeric array are allowed')
         size = dtype.itemsize
         for dim in shape:
             size *= dim
         if len(data) != size:
-            raise _refuse(name, f'of shape {tuple(shape)} and item size '
-                          f'{dtype.itemsize} with {len(data)} bytes of data')
+            raise _refuse(
+                name, f'of shape {tuple(shape)} and item size '
+                f'{dtype.itemsize} with {len(data)} bytes of data')
 
 
 def _scalar(dtype, data=None):
@@ -193,8 +197,9 @@ def _scalar(dtype, data=None):
     if not isinstance(dtype, _DType):
         raise _refuse(name, f'of {_short(dtype)}: only numeric dtypes')
     if not isinstance(data, bytes) or len(data) != dtype.itemsize:
-        raise _refuse(name, f'with {_short(data)} for an item of '
-                      f'{dtype.itemsize} bytes')
+        raise _refuse(
+            name, f'with {_short(data)} for an item of '
+            f'{dtype.itemsize} bytes')
     return _Stub()
 
 
@@ -222,8 +227,9 @@ def _bytes(*args):
     """``bytes()``: how protocol-2 pickles spell ``b''`` (an empty array's
     data); any argument (``bytes(10**12)``) is refused."""
     if args:
-        raise _refuse('builtins.bytes', f'with arguments {_short(args)}: '
-                      'only bytes() (empty) is allowed')
+        raise _refuse(
+            'builtins.bytes', f'with arguments {_short(args)}: '
+            'only bytes() (empty) is allowed')
     return b''
 
 
@@ -236,8 +242,9 @@ def _getattr(owner, name, *default):
             name in history_buffer_statistics():
         return _Stub()
     what = 'HistoryBuffer' if owner is _HistoryBuffer else _short(owner)
-    raise _refuse('builtins.getattr', f'for getattr({what}, {_short(name)}): '
-                  'only HistoryBuffer statistics methods may be looked up')
+    raise _refuse(
+        'builtins.getattr', f'for getattr({what}, {_short(name)}): '
+        'only HistoryBuffer statistics methods may be looked up')
 
 
 def _special_globals() -> Dict[str, Callable]:
@@ -324,8 +331,8 @@ def prescan(file: BinaryIO) -> None:
             with _open_zipfile_reader(file) as archive:
                 if not archive.has_record('data.pkl'):
                     raise _refuse(NO_DATA_PKL, 'not a torch.save file')
-                _scan_pickle(io.BytesIO(archive.get_record('data.pkl')),
-                             torch_allowed)
+                _scan_pickle(
+                    io.BytesIO(archive.get_record('data.pkl')), torch_allowed)
             return
         if _is_tar(file, start):
             raise _refuse(LEGACY_TAR, 're-save it with a current torch')

@@ -33,13 +33,13 @@ def load_from_http(filename: str, map_location=None, model_dir=None):
     import torch.distributed as dist
     rank, world_size = get_dist_info()
     if rank == 0:
-        checkpoint = load_url(filename, model_dir=model_dir,
-                              map_location=map_location)
+        checkpoint = load_url(
+            filename, model_dir=model_dir, map_location=map_location)
     if world_size > 1:
         dist.barrier()
         if rank > 0:
-            checkpoint = load_url(filename, model_dir=model_dir,
-                                  map_location=map_location)
+            checkpoint = load_url(
+                filename, model_dir=model_dir, map_location=map_location)
     return checkpoint
 
 
@@ -53,8 +53,8 @@ def load_from_torchvision(filename: str, map_location=None):
     else:
         model_name = filename[len('torchvision://'):]
     urls = mm_checkpoint.get_torchvision_models()
-    return load_from_http(_lookup(urls, model_name, filename),
-                          map_location=map_location)
+    return load_from_http(
+        _lookup(urls, model_name, filename), map_location=map_location)
 
 
 def load_from_openmmlab(filename: str, map_location=None):
@@ -100,8 +100,7 @@ def load_from_pavi(filename: str, map_location=None):
     with TemporaryDirectory() as tmp_dir:
         downloaded = osp.join(tmp_dir, model.name)
         model.download(downloaded)
-        return load_checkpoint_file(downloaded, map_location,
-                                    source=filename)
+        return load_checkpoint_file(downloaded, map_location, source=filename)
 
 
 def load_from_ceph(filename: str, map_location=None, backend='petrel'):
@@ -134,8 +133,11 @@ SCHEMES: Dict[Tuple[str, ...], Callable] = {
 
 def scheme_loaders() -> Dict[str, Callable]:
     """Prefix -> loader, for every prefix this module covers."""
-    return {p: loader for prefixes, loader in SCHEMES.items()
-            for p in prefixes}
+    return {
+        p: loader
+        for prefixes, loader in SCHEMES.items()
+        for p in prefixes
+    }
 
 
 def install() -> None:
@@ -161,5 +163,8 @@ def install() -> None:
 def unsafe_schemes() -> Dict[str, Callable]:
     """Registered prefixes whose loader is not one of this module's."""
     ours = set(SCHEMES.values())
-    return {p: loader for p, loader in CheckpointLoader._schemes.items()
-            if loader not in ours}
+    return {
+        p: loader
+        for p, loader in CheckpointLoader._schemes.items()
+        if loader not in ours
+    }

@@ -56,8 +56,10 @@ def trust_checkpoint(name: str) -> None:
 
 def trusted_checkpoints() -> Set[str]:
     """Every trusted name: :func:`trust_checkpoint` and the environment."""
-    from_env = {_normalise(e)
-                for e in split_trusted(os.environ.get(ENV_TRUSTED, ''))}
+    from_env = {
+        _normalise(e)
+        for e in split_trusted(os.environ.get(ENV_TRUSTED, ''))
+    }
     return _trusted | from_env
 
 

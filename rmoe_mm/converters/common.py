@@ -1,4 +1,6 @@
-"""Checkpoint plumbing shared by every backbone: unwrap, pick the backbone, summarise keys.
+"""Checkpoint plumbing shared by every backbone.
+
+Unwrap, pick the backbone, summarise keys.
 
 A checkpoint file is a plain state dict (timm), a dict with the weights under
 ``'model'`` (official Swin / CvT releases) or ``'state_dict'`` (mmengine, timm
@@ -24,7 +26,7 @@ class CheckpointLayoutError(ValueError):
 
 
 def describe_keys(keys: Iterable[str], limit: int = 8) -> str:
-    """``'N keys, e.g. a, b, ...; top-level: x (n), y (m)'`` for error messages."""
+    """``'N keys, e.g. a, b, ...; top-level: x (n), y (m)'`` for errors."""
     keys = list(keys)
     top: Dict[str, int] = OrderedDict()
     for key in keys:
@@ -77,7 +79,10 @@ def unwrap_state_dict(checkpoint: Mapping) -> StateDict:
 
 
 def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
-    """``state_dict`` without ``prefix`` when every key carries it (e.g. ``module.``)."""
+    """``state_dict`` without ``prefix`` when every key carries it.
+
+    E.g. ``module.``.
+    """
     if state_dict and all(k.startswith(prefix) for k in state_dict):
         return OrderedDict((k[len(prefix):], v) for k, v in state_dict.items())
     return state_dict
@@ -126,8 +131,10 @@ def extract_backbone_state_dict(
     return selected, others
 
 
-def convert_layout(state_dict: StateDict, converters: Mapping[str, Callable],
-                   detect: Callable[[StateDict], str], family: str,
+def convert_layout(state_dict: StateDict,
+                   converters: Mapping[str, Callable],
+                   detect: Callable[[StateDict], str],
+                   family: str,
                    layout: Optional[str] = None) -> Tuple[StateDict, str]:
     """``state_dict`` converted by ``converters[layout]``, and the layout.
 

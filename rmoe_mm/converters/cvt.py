@@ -1,4 +1,4 @@
-"""CvT checkpoint layouts -> the key layout of :class:`rmoe_mm.backbones.cvt.CvT`.
+"""CvT checkpoint layouts -> the layout of :class:`rmoe_mm.backbones.cvt.CvT`.
 
 One pure function per layout, each mapping a backbone state dict (already
 unwrapped, see :func:`.common.extract_backbone_state_dict`) to this project's
@@ -20,7 +20,8 @@ official      ``stage0.patch_embed.proj.weight``,
               ``stage0.blocks.0.mlp.fc1.weight``, ``stage2.cls_token``,
               ``norm.*``, ``head.*`` (microsoft/CvT, e.g.
               ``CvT-13-224x224-IN-1k.pth``)
-transformers  ``[cvt.]encoder.stages.0.embedding.convolution_embeddings.projection.weight``,
+transformers  ``[cvt.]encoder.stages.0.embedding.convolution_embeddings.
+              projection.weight``,
               ``...layers.0.attention.attention.convolution_projection_query.convolution_projection.convolution.weight``,
               ``...layers.0.intermediate.dense.weight``, ``layernorm.*``,
               ``classifier.*`` (``CvtModel`` / ``CvtForImageClassification``,
@@ -35,9 +36,9 @@ from .common import (CheckpointLayoutError, StateDict, convert_layout,
                      describe_keys)
 
 
-def _apply_rules(state_dict: StateDict,
-                 rules: List[Tuple[re.Pattern, str]]) -> StateDict:
-    """Rename each key by the first rule that matches; others pass unchanged."""
+def _apply_rules(state_dict: StateDict, rules: List[Tuple[re.Pattern,
+                                                          str]]) -> StateDict:
+    """Rename each key by the first matching rule; others pass unchanged."""
     converted = OrderedDict()
     for key, value in state_dict.items():
         for pattern, replacement in rules:
@@ -72,7 +73,8 @@ _HF_STAGE = r'^encoder\.stages\.(\d+)\.'
 _HF_BLOCK = _HF_STAGE + r'layers\.(\d+)\.'
 _HF_ATTN = _HF_BLOCK + r'attention\.attention\.'
 _HF_RULES = [
-    (re.compile(_HF_STAGE + r'embedding\.convolution_embeddings\.projection\.'),
+    (re.compile(_HF_STAGE +
+                r'embedding\.convolution_embeddings\.projection\.'),
      r'stages.\1.patch_embed.proj.'),
     (re.compile(_HF_STAGE +
                 r'embedding\.convolution_embeddings\.normalization\.'),
@@ -137,8 +139,9 @@ def detect_cvt_layout(state_dict: StateDict) -> str:
     keys = list(state_dict)
     if any(re.match(r'^stage\d+\.patch_embed\.', k) for k in keys):
         return 'official'
-    if any(re.match(r'^(cvt\.)?encoder\.stages\.\d+\.embedding\.', k)
-           for k in keys):
+    if any(
+            re.match(r'^(cvt\.)?encoder\.stages\.\d+\.embedding\.', k)
+            for k in keys):
         return 'transformers'
     if any(re.match(r'^stages\.\d+\.patch_embed\.', k) for k in keys):
         return 'mm'
@@ -159,5 +162,5 @@ def convert_cvt_state_dict(state_dict: StateDict,
             :data:`CVT_CONVERTERS`.
         layout: force a layout instead of detecting it.
     """
-    return convert_layout(state_dict, CVT_CONVERTERS,
-                          detect_cvt_layout, 'CvT', layout)
+    return convert_layout(state_dict, CVT_CONVERTERS, detect_cvt_layout, 'CvT',
+                          layout)

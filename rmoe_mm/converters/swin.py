@@ -40,7 +40,7 @@ _DOWNSAMPLE = re.compile(r'^layers[._](\d+)\.downsample\.')
 
 
 def _unfold_order_reduction(weight: torch.Tensor) -> torch.Tensor:
-    """Patch-merging linear weight: official ``cat(x0, x1, x2, x3)`` input order
+    """Patch-merging linear weight: official ``cat(x0, x1, x2, x3)`` order
     -> ``nn.Unfold``'s channel-major order used by mm* ``PatchMerging``."""
     out_channels, in_channels = weight.shape
     weight = weight.reshape(out_channels, 4, in_channels // 4)
@@ -79,7 +79,8 @@ def official_swin_to_mm(state_dict: StateDict) -> StateDict:
                 value = _unfold_order_norm(value)
             new_key = new_key.replace('layers.', 'stages.', 1)
         elif key.startswith('patch_embed.proj.'):
-            new_key = key.replace('patch_embed.proj.', 'patch_embed.projection.')
+            new_key = key.replace('patch_embed.proj.',
+                                  'patch_embed.projection.')
         converted[new_key] = value
     return converted
 
@@ -96,7 +97,8 @@ def timm_swin_to_official(state_dict: StateDict) -> StateDict:
     for key, value in state_dict.items():
         key = re.sub(r'^layers_(\d+)\.', r'layers.\1.', key)
         key = re.sub(r'^layers\.(\d+)\.downsample\.',
-                     lambda m: f'layers.{int(m.group(1)) - 1}.downsample.', key)
+                     lambda m: f'layers.{int(m.group(1)) - 1}.downsample.',
+                     key)
         if key.startswith('head.fc.'):
             key = 'head.' + key[len('head.fc.'):]
         converted[key] = value
@@ -139,8 +141,10 @@ def detect_swin_layout(state_dict: StateDict) -> str:
                 k.startswith('layers_') for k in layer_keys):
             return 'timm'
         stages = {int(_LAYER.match(k).group(1)) for k in layer_keys}
-        merges = {int(m.group(1)) for m in map(_DOWNSAMPLE.match, layer_keys)
-                  if m}
+        merges = {
+            int(m.group(1))
+            for m in map(_DOWNSAMPLE.match, layer_keys) if m
+        }
         # Official: merging closes stages 0..n-2; timm: it opens stages 1..n-1.
         if not merges or min(merges) == 0:
             return 'official'
@@ -163,5 +167,5 @@ def convert_swin_state_dict(state_dict: StateDict,
             :data:`SWIN_CONVERTERS`.
         layout: force a layout instead of detecting it.
     """
-    return convert_layout(state_dict, SWIN_CONVERTERS,
-                          detect_swin_layout, 'Swin', layout)
+    return convert_layout(state_dict, SWIN_CONVERTERS, detect_swin_layout,
+                          'Swin', layout)

@@ -22,7 +22,8 @@ class CPUAutocastOptimWrapper(OptimWrapper):
 
     def __init__(self, dtype: str = 'bfloat16', **kwargs):
         if dtype not in ('bfloat16', 'float16'):
-            raise ValueError(f"dtype must be 'bfloat16' or 'float16', got {dtype!r}")
+            raise ValueError(
+                f"dtype must be 'bfloat16' or 'float16', got {dtype!r}")
         super().__init__(**kwargs)
         self.cast_dtype = getattr(torch, dtype)
 

@@ -21,7 +21,6 @@ from rmoe_mm.checkpoint import (ENV_TRUSTED, CheckpointGlobalRefused,
 from rmoe_mm.checkpoint.fit import (ENV_ALLOW_PARTIAL, CheckpointMismatchError,
                                     allow_partial_loads)
 from rmoe_mm.converters.common import CheckpointLayoutError
-
 from .preflight import PreflightError
 
 #: Errors whose message says all a user needs; no traceback.
@@ -32,12 +31,16 @@ USER_ERRORS = (PreflightError, CheckpointGlobalRefused,
 def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     """``--trust-checkpoint`` and ``--allow-partial-load``."""
     parser.add_argument(
-        '--trust-checkpoint', action='append', default=[], metavar='PATH',
+        '--trust-checkpoint',
+        action='append',
+        default=[],
+        metavar='PATH',
         help='fully unpickle this checkpoint (exact path or URL) if the safe '
         'loader refuses it; it can run code, so only for files you trust '
         f'(also: {ENV_TRUSTED}). Repeatable')
     parser.add_argument(
-        '--allow-partial-load', action='store_true',
+        '--allow-partial-load',
+        action='store_true',
         help='load a checkpoint that does not fit the model (missing, '
         'unexpected or differently shaped tensors) anyway, with a WARNING '
         f'(also: {ENV_ALLOW_PARTIAL}=1)')
@@ -47,14 +50,18 @@ def apply_checkpoint_args(args: argparse.Namespace) -> None:
     """Make the options of :func:`add_checkpoint_args` take effect."""
     for name in args.trust_checkpoint:
         trust_checkpoint(name)
-        print_log(f'--trust-checkpoint {name}: it may be fully unpickled '
-                  '(it can run code) if the safe loader refuses it',
-                  logger='current', level=logging.WARNING)
+        print_log(
+            f'--trust-checkpoint {name}: it may be fully unpickled '
+            '(it can run code) if the safe loader refuses it',
+            logger='current',
+            level=logging.WARNING)
     if args.allow_partial_load:
         allow_partial_loads(True)
-        print_log('--allow-partial-load: checkpoints that do not fit the '
-                  'model load partially, with a WARNING', logger='current',
-                  level=logging.WARNING)
+        print_log(
+            '--allow-partial-load: checkpoints that do not fit the '
+            'model load partially, with a WARNING',
+            logger='current',
+            level=logging.WARNING)
 
 
 def _empty_dataset(err: BaseException) -> bool:

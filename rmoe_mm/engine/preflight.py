@@ -23,8 +23,8 @@ from typing import Iterator, List, Optional, Tuple
 from mmengine.config import Config
 
 #: Directory of the repository's configs, to suggest toy configs that exist.
-CONFIG_DIR = osp.abspath(osp.join(osp.dirname(__file__), '..', '..',
-                                  'configs'))
+CONFIG_DIR = osp.abspath(
+    osp.join(osp.dirname(__file__), '..', '..', 'configs'))
 _SWIN_DOCS = 'docs/swin.md, "Pretrained checkpoints: where to put them"'
 _CVT_DOCS = 'docs/cvt.md, "Checkpoints"'
 #: Backbone type -> (name in the toy configs, where the docs say which
@@ -38,8 +38,10 @@ BACKBONES = {
 #: Dataset class names as people write them.
 DATASET_NAMES = {'CocoDataset': 'COCO', 'ADE20KDataset': 'ADE20K'}
 #: default_scope -> the toy task of that library.
-TOY_TASKS = {'mmseg': ('upernet_toy_ade20k', 'ade20k'),
-             'mmdet': ('mask_rcnn_toy_coco', 'coco')}
+TOY_TASKS = {
+    'mmseg': ('upernet_toy_ade20k', 'ade20k'),
+    'mmdet': ('mask_rcnn_toy_coco', 'coco')
+}
 #: Parse JSON annotation files up to this size to see that they hold images.
 MAX_JSON_CHECK = 64 * 2**20
 
@@ -58,8 +60,10 @@ class Missing:
     get_it: str
 
     def message(self, number: int, toy_config: Optional[str]) -> str:
-        lines = [f'{number}. {self.what}: {self.path} {self.problem}.',
-                 f'   get it: {self.get_it}']
+        lines = [
+            f'{number}. {self.what}: {self.path} {self.problem}.',
+            f'   get it: {self.get_it}'
+        ]
         if toy_config:
             lines.append(f'   runs without it: {toy_config}')
         return '\n'.join(lines)
@@ -144,20 +148,24 @@ def check_dataset(key: str, dataset: dict) -> List[Missing]:
     if dataset.get('backend_args') or _is_remote(root):
         return []
     if root and not osp.isdir(root):
-        return [Missing(f'{kind} data root ({key}.data_root)', root,
-                        'does not exist', docs)]
+        return [
+            Missing(f'{kind} data root ({key}.data_root)', root,
+                    'does not exist', docs)
+        ]
     missing = []
     ann_file = dataset.get('ann_file')
     if ann_file:
         path = _join(root, ann_file)
         if not _is_remote(path):
             if not osp.exists(path):
-                missing.append(Missing(f'{kind} annotations ({key}.ann_file)',
-                                       path, 'does not exist', docs))
-            elif osp.isfile(path) and (osp.getsize(path) == 0 or
-                                       _json_without_images(path)):
-                missing.append(Missing(f'{kind} annotations ({key}.ann_file)',
-                                       path, 'lists no images', docs))
+                missing.append(
+                    Missing(f'{kind} annotations ({key}.ann_file)', path,
+                            'does not exist', docs))
+            elif osp.isfile(path) and (osp.getsize(path) == 0
+                                       or _json_without_images(path)):
+                missing.append(
+                    Missing(f'{kind} annotations ({key}.ann_file)', path,
+                            'lists no images', docs))
     prefixes = dataset.get('data_prefix') or {}
     if isinstance(prefixes, str):  # mmpretrain: one image folder
         prefixes = {'': prefixes}
@@ -202,9 +210,10 @@ def check_checkpoints(cfg: Config, mode: str) -> List[Missing]:
             get_it = (f'{docs} (which file, where to put it, other '
                       'layouts)') if docs else \
                 'the config says which file it expects'
-            missing.append(Missing(f'pretrained checkpoint ({key})', path,
-                                   'does not exist', get_it +
-                                   f'; or --cfg-options {key}=PATH'))
+            missing.append(
+                Missing(f'pretrained checkpoint ({key})', path,
+                        'does not exist',
+                        get_it + f'; or --cfg-options {key}=PATH'))
     load_from = cfg.get('load_from')
     if load_from and not _is_remote(load_from) and \
             not osp.isfile(osp.expanduser(load_from)):
@@ -232,8 +241,8 @@ def check_config_paths(cfg: Config, mode: str) -> List[Missing]:
     missing: List[Missing] = []
     for split in splits:
         loader = cfg.get(f'{split}_dataloader') or {}
-        for key, dataset in _datasets(loader.get('dataset'),
-                                      f'{split}_dataloader.dataset'):
+        for key, dataset in _datasets(
+                loader.get('dataset'), f'{split}_dataloader.dataset'):
             missing += check_dataset(key, dataset)
         evaluators = cfg.get(f'{split}_evaluator') or []
         for i, evaluator in enumerate(
@@ -242,18 +251,20 @@ def check_config_paths(cfg: Config, mode: str) -> List[Missing]:
                 evaluator, dict) else None
             if ann_file and not _is_remote(ann_file) and \
                     not osp.exists(ann_file):
-                missing.append(Missing(
-                    f'evaluation annotations ({split}_evaluator.ann_file)',
-                    ann_file, 'does not exist',
-                    'docs/datasets.md; or --cfg-options '
-                    f'{split}_evaluator.ann_file=PATH'))
+                missing.append(
+                    Missing(
+                        f'evaluation annotations ({split}_evaluator.ann_file)',
+                        ann_file, 'does not exist',
+                        'docs/datasets.md; or --cfg-options '
+                        f'{split}_evaluator.ann_file=PATH'))
     missing += check_checkpoints(cfg, mode)
     # One message per path; nothing under a directory already reported.
     unique: List[Missing] = []
     for item in missing:
         path = osp.normpath(item.path)
-        if not any(path == osp.normpath(u.path) or path.startswith(
-                osp.normpath(u.path) + os.sep) for u in unique):
+        if not any(path == osp.normpath(u.path)
+                   or path.startswith(osp.normpath(u.path) + os.sep)
+                   for u in unique):
             unique.append(item)
     return unique
 
@@ -267,8 +278,8 @@ def preflight(cfg: Config, mode: str, config_name: str = 'the config') -> None:
     # A toy config missing its toy data: the toy config is no way out.
     if toy and config_name.replace(os.sep, '/').endswith(toy[0]):
         toy = None
-    body = '\n'.join(item.message(i, toy and toy[0])
-                     for i, item in enumerate(missing, 1))
+    body = '\n'.join(
+        item.message(i, toy and toy[0]) for i, item in enumerate(missing, 1))
     tail = ''
     if toy:
         tail = ('\nThe toy config trains on generated data '
@@ -277,5 +288,4 @@ def preflight(cfg: Config, mode: str, config_name: str = 'the config') -> None:
                 f'  python tools/train.py {toy[0]}')
     count = '1 path that is' if len(missing) == 1 else \
         f'{len(missing)} paths that are'
-    raise PreflightError(
-        f'{config_name} needs {count} missing:\n{body}{tail}')
+    raise PreflightError(f'{config_name} needs {count} missing:\n{body}{tail}')

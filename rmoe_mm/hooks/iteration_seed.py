@@ -34,7 +34,9 @@ class IterationSeedHook(Hook):
 
     priority = 'VERY_HIGH'
 
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
         randomness = getattr(runner, '_randomness_cfg', None) or {}
         rank = get_rank() if randomness.get('diff_rank_seed', False) else 0

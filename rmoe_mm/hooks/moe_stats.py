@@ -75,7 +75,10 @@ class MoEStatsHook(Hook):
             self.ignore_last = loggers[0].ignore_last if loggers else True
         self._reset()
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
                          outputs=None) -> None:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
@@ -91,8 +94,8 @@ class MoEStatsHook(Hook):
                 total += weight * layer['balance_loss']
                 hub.update_scalar(f'train/moe/{short}/balance_loss',
                                   layer['balance_loss'])
-            tokens = self._tokens.setdefault(
-                short, [0] * len(layer['tokens_per_expert']))
+            tokens = self._tokens.setdefault(short, [0] *
+                                             len(layer['tokens_per_expert']))
             for i, count in enumerate(layer['tokens_per_expert']):
                 tokens[i] += int(count)
             self._dropped[short] += int(layer['dropped'])
@@ -105,9 +108,9 @@ class MoEStatsHook(Hook):
         # LoggerHook's own condition, so both report on the same iterations.
         if self.every_n_inner_iters(batch_idx, self.interval):
             return True
-        return self.end_of_epoch(runner.train_dataloader, batch_idx) and (
-            not self.ignore_last
-            or len(runner.train_dataloader) <= self.interval)
+        return self.end_of_epoch(runner.train_dataloader,
+                                 batch_idx) and (not self.ignore_last or len(
+                                     runner.train_dataloader) <= self.interval)
 
     def _log_load(self, runner) -> None:
         hub = runner.message_hub

@@ -78,7 +78,9 @@ class Stage:
     """One stage of the schedule: a name, its first iteration/epoch, and the
     parameter roles it freezes."""
 
-    def __init__(self, name: str, begin: int,
+    def __init__(self,
+                 name: str,
+                 begin: int,
                  frozen: Union[str, Sequence[str]] = ()):
         if not isinstance(name, str) or not name:
             raise ValueError(f'a stage name must be a non-empty string, got '
@@ -177,7 +179,8 @@ def _optimizer_param_ids(optim_wrapper) -> set:
         optim_wrapper, 'optim_wrappers') else [optim_wrapper]
     return {
         id(param)
-        for wrapper in wrappers for group in wrapper.optimizer.param_groups
+        for wrapper in wrappers
+        for group in wrapper.optimizer.param_groups
         for param in group['params']
     }
 
@@ -239,17 +242,18 @@ class RMoEStageHook(Hook):
         return [stage for stage in self.stages if stage.begin <= position][-1]
 
     def before_train(self, runner) -> None:
-        if self.by_epoch and isinstance(runner.train_loop,
-                                        IterBasedTrainLoop):
+        if self.by_epoch and isinstance(runner.train_loop, IterBasedTrainLoop):
             raise ValueError('RMoEStageHook(by_epoch=True) needs an '
                              'epoch-based train loop, got IterBasedTrainLoop; '
                              'use by_epoch=False and begin in iterations')
         end = runner.max_epochs if self.by_epoch else runner.max_iters
         for stage in self.stages[1:]:
             if stage.begin >= end:
-                print_log(f'RMoEStageHook: {stage} begins at or after the end '
-                          f'of training ({end}) and will not run',
-                          logger='current', level=logging.WARNING)
+                print_log(
+                    f'RMoEStageHook: {stage} begins at or after the end '
+                    f'of training ({end}) and will not run',
+                    logger='current',
+                    level=logging.WARNING)
         roles = split_parameters(self._model(runner), self.backbone)
         # Only what trains now is managed; frozen_stages & co. stay frozen.
         self._roles = {
@@ -257,8 +261,10 @@ class RMoEStageHook(Hook):
             for role, named in roles.items()
         }
         in_optimizer = _optimizer_param_ids(runner.optim_wrapper)
-        missing = [n for named in self._roles.values() for n, p in named
-                   if id(p) not in in_optimizer]
+        missing = [
+            n for named in self._roles.values() for n, p in named
+            if id(p) not in in_optimizer
+        ]
         if missing:
             raise RuntimeError(
                 f'{len(missing)} trainable parameter(s) are not in the '
@@ -266,16 +272,21 @@ class RMoEStageHook(Hook):
                 'when mmengine built the optimizer can never train. Let '
                 'RMoEStageHook do the freezing instead of freezing in the '
                 'model or config.')
-        if any('core' in stage.frozen for stage in self.stages) and not (
-                self._roles['residual'] or self._roles['router']):
-            print_log('RMoEStageHook: the model has no trainable RMoE '
-                      'residual or router; freezing the core freezes the '
-                      'whole backbone', logger='current',
-                      level=logging.WARNING)
+        if any('core' in stage.frozen
+               for stage in self.stages) and not (self._roles['residual']
+                                                  or self._roles['router']):
+            print_log(
+                'RMoEStageHook: the model has no trainable RMoE '
+                'residual or router; freezing the core freezes the '
+                'whole backbone',
+                logger='current',
+                level=logging.WARNING)
         self.current = None
         self._switch(runner, self.stage_at(self._position(runner)))
 
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
         stage = self.stage_at(self._position(runner))
         if stage is not self.current:
@@ -320,15 +331,19 @@ class RMoEStageHook(Hook):
             f'({"frozen" if role in stage.frozen else "trains"})'
             for role, named in self._roles.items())
         unit = 'epoch' if self.by_epoch else 'iter'
-        print_log(f"RMoE stage '{stage.name}' from {unit} "
-                  f'{self._position(runner)}; parameters: {counts}',
-                  logger='current')
+        print_log(
+            f"RMoE stage '{stage.name}' from {unit} "
+            f'{self._position(runner)}; parameters: {counts}',
+            logger='current')
 
     def _find_frozen_norms(self, model: nn.Module) -> List[nn.Module]:
         if not self.freeze_norm_stats:
             return []
-        trainable = {id(p) for named in self._roles.values()
-                     for _, p in named if p.requires_grad}
+        trainable = {
+            id(p)
+            for named in self._roles.values()
+            for _, p in named if p.requires_grad
+        }
         managed = {id(p) for named in self._roles.values() for _, p in named}
         norms = []
         for module in model.modules():

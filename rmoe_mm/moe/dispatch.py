@@ -85,8 +85,8 @@ def plan_dispatch(expert_index: Tensor,
     slot_position[order] = torch.arange(order.numel(), device=order.device)
     return DispatchPlan(
         token_index=order % max(num_tokens, 1),
-        choice_index=torch.div(order, max(num_tokens, 1),
-                               rounding_mode='floor'),
+        choice_index=torch.div(
+            order, max(num_tokens, 1), rounding_mode='floor'),
         counts=kept.tolist(),
         requested=requested,
         num_dropped=num_dropped,
@@ -125,8 +125,8 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rows: Tensor):
         slot_position, = ctx.saved_tensors
-        return (sum_slots(grad_rows.contiguous(), slot_position, ctx.dropless),
-                None, None, None)
+        return (sum_slots(grad_rows.contiguous(), slot_position,
+                          ctx.dropless), None, None, None)
 
 
 def gather_rows(tokens: Tensor, plan: DispatchPlan) -> Tensor:

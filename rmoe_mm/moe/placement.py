@@ -77,8 +77,8 @@ def resolve_moe_blocks(moe_blocks: MoEBlocks,
     return resolved
 
 
-def convert_ffn_to_moe(dense_ffn: nn.Module,
-                       moe_cfg: Union[MoEConfig, dict, None]) -> RMoEFFN:
+def convert_ffn_to_moe(dense_ffn: nn.Module, moe_cfg: Union[MoEConfig, dict,
+                                                            None]) -> RMoEFFN:
     """An RMoE FFN whose shared weights are ``dense_ffn``'s (same shapes,
     same values)."""
     return RMoEFFN.from_dense(dense_ffn, moe_cfg)

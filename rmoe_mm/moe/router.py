@@ -120,7 +120,8 @@ class TopKRouter(nn.Module):
         self.num_experts = num_experts
         self.top_k = top_k
         self.router_type = router_type
-        self.gate_noise = 1. / num_experts if gate_noise is None else gate_noise
+        self.gate_noise = (1. /
+                           num_experts if gate_noise is None else gate_noise)
         if router_type == 'linear':
             self.gate = nn.Linear(embed_dims, num_experts, bias=False)
             nn.init.trunc_normal_(self.gate.weight, std=0.02)
@@ -130,7 +131,8 @@ class TopKRouter(nn.Module):
                 torch.empty(cosine_proj_dims, num_experts).normal_(0, 0.01))
             self.temperature = nn.Parameter(torch.full([1], math.log(1 / 0.5)))
             self.register_buffer(
-                'temperature_max', torch.tensor(math.log(1 / 0.01)),
+                'temperature_max',
+                torch.tensor(math.log(1 / 0.01)),
                 persistent=False)
 
     def extra_repr(self) -> str:
@@ -138,7 +140,7 @@ class TopKRouter(nn.Module):
                 f'top_k={self.top_k}, gate_noise={self.gate_noise:g}')
 
     def logits(self, x: Tensor) -> Tensor:
-        """Noise-free logits ``[N, E]`` of tokens ``x [N, C]``, fp32 or wider."""
+        """Noise-free logits ``[N, E]`` of tokens ``x [N, C]`` (>= fp32)."""
         return self._expert_major_logits(x).t()
 
     def _expert_major_logits(self, x: Tensor) -> Tensor:
@@ -155,8 +157,7 @@ class TopKRouter(nn.Module):
             dim=-1)
         experts = F.normalize(self.sim_matrix.to(dtype), dim=0)
         logits = experts.t() @ projected.t()
-        return logits * self.temperature.clamp(
-            max=self.temperature_max).exp()
+        return logits * self.temperature.clamp(max=self.temperature_max).exp()
 
     def forward(self, x: Tensor) -> Routing:
         """Route tokens ``x [N, C]``."""

@@ -37,26 +37,40 @@ class Reduce:
 
 
 def _save(obj, path, protocol=2):
-    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'x': obj}},
-               path, pickle_protocol=protocol)
+    torch.save({
+        'state_dict': {
+            'w': torch.ones(2)
+        },
+        'meta': {
+            'x': obj
+        }
+    },
+               path,
+               pickle_protocol=protocol)
 
 
 def code(func, make_args, protocol=2):
     """A payload calling ``func(*make_args(marker))``."""
+
     def write(path, marker):
         _save(Reduce(func, make_args(marker)), path, protocol)
+
     return write
 
 
 def numpy_state(func, args, state):
+
     def write(path, marker):
         _save(Reduce(func, args, state), path)
+
     return write
 
 
 def plain(obj):
+
     def write(path, marker):
         _save(obj, path)
+
     return write
 
 
@@ -76,14 +90,16 @@ Payload = Tuple[Callable[[str, str], None], str]
 #: Payloads that run a command when unpickled fully (the marker appears).
 CODE_PAYLOADS: Dict[str, Payload] = {
     'os.system': (code(os.system, lambda m: (_shell(m), )), 'system'),
-    'eval': (code(eval, lambda m: (
-        f"__import__('os').system({_shell(m)!r})", )), 'builtins.eval'),
-    'exec': (code(exec, lambda m: (
-        f"import os; os.system({_shell(m)!r})", )), 'builtins.exec'),
-    'subprocess': (code(subprocess.check_call, lambda m: (
-        ['touch', m], )), 'subprocess.check_call'),
-    'STACK_GLOBAL os.system': (code(os.system, lambda m: (_shell(m), ),
-                                    protocol=4), 'system'),
+    'eval':
+    (code(eval, lambda m:
+          (f"__import__('os').system({_shell(m)!r})", )), 'builtins.eval'),
+    'exec':
+    (code(exec, lambda m:
+          (f"import os; os.system({_shell(m)!r})", )), 'builtins.exec'),
+    'subprocess': (code(subprocess.check_call, lambda m:
+                        (['touch', m], )), 'subprocess.check_call'),
+    'STACK_GLOBAL os.system':
+    (code(os.system, lambda m: (_shell(m), ), protocol=4), 'system'),
 }
 
 #: Payloads that abuse what the allow-list admits.
@@ -92,25 +108,26 @@ ABUSE_PAYLOADS: Dict[str, Payload] = {
     (plain(Reduce(getattr, (HistoryBuffer, '__init__'))), 'getattr'),
     'getattr(HistoryBuffer, __class__)':
     (plain(Reduce(getattr, (HistoryBuffer, '__class__'))), 'getattr'),
-    'getattr chain to __globals__':
-    (plain(Reduce(getattr, (Reduce(getattr, (HistoryBuffer, 'mean')),
-                            '__globals__'))), 'getattr'),
+    'getattr chain to __globals__': (plain(
+        Reduce(getattr,
+               (Reduce(getattr,
+                       (HistoryBuffer, 'mean')), '__globals__'))), 'getattr'),
     'bytes(10**12)': (plain(Reduce(bytes, (10**12, ))), 'builtins.bytes'),
     'dtype with the refcount flag on float64':
     (numpy_state(np.dtype, ('f8', False, True),
                  (3, '<', None, None, None, -1, -1, 63)), 'numpy.dtype'),
     'dtype f8 with an object field at offset 0':
-    (numpy_state(np.dtype, ('f8', False, True),
-                 (3, '|', None, ('a', ), {'a': (np.dtype('O'), 0)}, 8, 1, 63)),
-     'numpy.dtype'),
+    (numpy_state(np.dtype, ('f8', False, True), (3, '|', None, ('a', ), {
+        'a': (np.dtype('O'), 0)
+    }, 8, 1, 63)), 'numpy.dtype'),
     'dtype f8 with a float field at offset 2**40':
-    (numpy_state(np.dtype, ('f8', False, True),
-                 (3, '|', None, ('a', ), {'a': (_F8, 2**40)}, 8, 1, 16)),
-     'numpy.dtype'),
+    (numpy_state(np.dtype, ('f8', False, True), (3, '|', None, ('a', ), {
+        'a': (_F8, 2**40)
+    }, 8, 1, 16)), 'numpy.dtype'),
     'void dtype with a field at offset 2**40':
-    (numpy_state(np.dtype, ('V8', False, True),
-                 (3, '|', None, ('a', ), {'a': (_F8, 2**40)}, 8, 1, 16)),
-     'numpy.dtype'),
+    (numpy_state(np.dtype, ('V8', False, True), (3, '|', None, ('a', ), {
+        'a': (_F8, 2**40)
+    }, 8, 1, 16)), 'numpy.dtype'),
     'dtype f8 with an item size of 2**40':
     (numpy_state(np.dtype, ('f8', False, True),
                  (3, '<', None, None, None, 2**40, -1, 0)), 'numpy.dtype'),
@@ -119,23 +136,24 @@ ABUSE_PAYLOADS: Dict[str, Payload] = {
                  (3, '|', (_F8, (2, )), None, None, 16, 8, 0)), 'numpy.dtype'),
     'object array': (plain(np.array([None, 1], dtype=object)), 'numpy.dtype'),
     'string array': (plain(np.array(['abc'])), 'numpy.dtype'),
-    'datetime scalar':
-    (plain(np.datetime64('2020-01-01')), 'numpy.dtype'),
-    'structured array':
-    (plain(np.zeros(2, dtype=[('a', 'f8'), ('b', 'i4')])), 'numpy.dtype'),
-    'object scalar': (plain(Reduce(scalar, (np.dtype('O'), None))),
-                      'numpy.dtype'),
+    'datetime scalar': (plain(np.datetime64('2020-01-01')), 'numpy.dtype'),
+    'structured array': (plain(np.zeros(2,
+                                        dtype=[('a', 'f8'),
+                                               ('b', 'i4')])), 'numpy.dtype'),
+    'object scalar': (plain(Reduce(scalar,
+                                   (np.dtype('O'), None))), 'numpy.dtype'),
     'array with 3 bytes for 100 float64':
     (numpy_state(_reconstruct, (np.ndarray, (0, ), b'b'),
                  (1, (100, ), _F8, False, b'abc')), 'numpy.ndarray'),
-    'array with a list as data':
-    (numpy_state(_reconstruct, (np.ndarray, (0, ), b'b'),
-                 (1, (2, ), _F8, False, [1, 2])), 'numpy.ndarray'),
-    'ndarray called over a buffer':
-    (plain(Reduce(np.ndarray, ((10**6, ), 'f8', b'x'))), 'numpy.ndarray'),
-    'dtype class called directly':
-    (numpy_state(type(_F8), (), (3, '<', None, None, None, 2**40, -1, 63)),
-     'Float64DType'),
+    'array with a list as data': (numpy_state(_reconstruct,
+                                              (np.ndarray, (0, ), b'b'),
+                                              (1, (2, ), _F8, False, [1, 2])),
+                                  'numpy.ndarray'),
+    'ndarray called over a buffer': (plain(
+        Reduce(np.ndarray, ((10**6, ), 'f8', b'x'))), 'numpy.ndarray'),
+    'dtype class called directly': (numpy_state(
+        type(_F8), (),
+        (3, '<', None, None, None, 2**40, -1, 63)), 'Float64DType'),
     'matrix subclass': (plain(_matrix()), 'matrix'),
 }
 

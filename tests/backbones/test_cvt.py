@@ -1,4 +1,4 @@
-"""CvT and RMoE-CvT backbones: the official architecture, checkpoints, dense outputs.
+"""CvT and RMoE-CvT: the official architecture, checkpoints, dense outputs.
 
 The reference is ``cvt_reference.OfficialCvT``, transcribed from the official
 microsoft/CvT code with no rmoe_mm code in it. Tiny widths (16/32/48) keep
@@ -19,7 +19,8 @@ from rmoe_mm.converters.cvt import convert_cvt_state_dict
 from rmoe_mm.registry import MODELS
 
 ATOL = 1e-5
-TINY_ARCH = dict(embed_dims=(16, 32, 48), depths=(1, 2, 4), num_heads=(1, 2, 3))
+TINY_ARCH = dict(
+    embed_dims=(16, 32, 48), depths=(1, 2, 4), num_heads=(1, 2, 3))
 
 
 def tiny_reference(seed=0):
@@ -29,11 +30,13 @@ def tiny_reference(seed=0):
 
 
 def backbone_weights(ref):
-    """The reference's weights in CvT's layout, classifier and final norm left out."""
+    """The reference's weights in CvT's layout, no classifier or final norm."""
     state_dict, layout = convert_cvt_state_dict(ref.state_dict())
     assert layout == 'official'
-    return {k: v for k, v in state_dict.items()
-            if not k.startswith(('head.', 'norm.'))}
+    return {
+        k: v
+        for k, v in state_dict.items() if not k.startswith(('head.', 'norm.'))
+    }
 
 
 def tiny_cvt(cls=CvT, **kwargs):
@@ -43,7 +46,8 @@ def tiny_cvt(cls=CvT, **kwargs):
 
 @pytest.fixture(scope='module')
 def image():
-    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    return torch.randn(
+        2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.fixture
@@ -62,8 +66,8 @@ def assert_stages_match(model, ref, image):
     assert len(actual) == len(expected)
     for stage, (a, e) in enumerate(zip(actual, expected)):
         assert a.shape == e.shape, f'stage {stage}'
-        torch.testing.assert_close(a, e, rtol=0, atol=ATOL,
-                                   msg=lambda m: f'stage {stage}: {m}')
+        torch.testing.assert_close(
+            a, e, rtol=0, atol=ATOL, msg=lambda m: f'stage {stage}: {m}')
 
 
 # ------------------------------------------------------------ architecture
@@ -75,12 +79,12 @@ def test_dense_cvt_matches_official_reference_stage_by_stage(image):
 
 
 def test_last_stage_cls_token_takes_part_in_attention(image):
-    """Dropping the cls token changes stage-2 features: it is no dead weight."""
+    """Dropping the cls token changes stage-2 features: not dead weight."""
     ref = tiny_reference()
     state_dict = backbone_weights(ref)
     del state_dict['stages.2.cls_token']
-    model = tiny_cvt(extra_level=None, out_norm=False,
-                     with_cls_token=(False, False, False))
+    model = tiny_cvt(
+        extra_level=None, out_norm=False, with_cls_token=(False, False, False))
     model.load_state_dict(state_dict, strict=True)
     with torch.no_grad():
         ours, expected = model.eval()(image), ref(image)
@@ -182,25 +186,32 @@ def test_registered_for_mmseg_and_mmdet_scopes():
 def test_official_checkpoint_loads_through_init_cfg(official_checkpoint,
                                                     image):
     path, ref = official_checkpoint
-    model = tiny_cvt(extra_level=None, out_norm=False,
-                     init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = tiny_cvt(
+        extra_level=None,
+        out_norm=False,
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     assert_stages_match(model, ref, image)
 
 
 @pytest.mark.parametrize('prefix', ['cvt.', ''])
-def test_transformers_checkpoint_loads_through_init_cfg(tmp_path, image,
-                                                        prefix):
-    """CvtForImageClassification (``cvt.`` prefix) and bare CvtModel layouts."""
+def test_transformers_checkpoint_loads_through_init_cfg(
+        tmp_path, image, prefix):
+    """CvtForImageClassification (``cvt.`` prefix) and bare CvtModel."""
     ref = tiny_reference(seed=3)
     state_dict = official_to_transformers(ref.state_dict(), prefix=prefix)
     if not prefix:  # CvtModel has no classification head
-        state_dict = {k: v for k, v in state_dict.items()
-                      if not k.startswith(('layernorm.', 'classifier.'))}
+        state_dict = {
+            k: v
+            for k, v in state_dict.items()
+            if not k.startswith(('layernorm.', 'classifier.'))
+        }
     path = tmp_path / 'pytorch_model.bin'
     torch.save(state_dict, path)
-    model = tiny_cvt(extra_level=None, out_norm=False,
-                     init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = tiny_cvt(
+        extra_level=None,
+        out_norm=False,
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     assert_stages_match(model, ref, image)
 
@@ -208,8 +219,9 @@ def test_transformers_checkpoint_loads_through_init_cfg(tmp_path, image,
 def test_cls_token_of_checkpoint_is_ignored_by_a_model_without_one(
         official_checkpoint):
     path, ref = official_checkpoint
-    model = tiny_cvt(with_cls_token=(False, False, False),
-                     init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = tiny_cvt(
+        with_cls_token=(False, False, False),
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     report = model.load_pretrained(str(path))
     assert 'stages.2.cls_token' in report.ignored
     assert not hasattr(model.stages[2], 'cls_token')
@@ -222,31 +234,36 @@ def test_load_report_ignores_only_the_classifier_and_misses_only_new_layers(
     """Out norms and the extra level are new; ImageNet head and norm unused."""
     path, _ = official_checkpoint
     report = tiny_cvt().load_pretrained(str(path))
-    assert sorted(report.ignored) == ['head.bias', 'head.weight', 'norm.bias',
-                                      'norm.weight']
-    assert {k.split('.')[0] for k in report.missing} == {
-        'norm0', 'norm1', 'norm2', 'extra_embed'}
+    assert sorted(report.ignored) == [
+        'head.bias', 'head.weight', 'norm.bias', 'norm.weight'
+    ]
+    assert {k.split('.')[0]
+            for k in report.missing
+            } == {'norm0', 'norm1', 'norm2', 'extra_embed'}
 
 
 def test_missing_checkpoint_file_points_to_the_docs(tmp_path):
-    model = tiny_cvt(init_cfg=dict(type='Pretrained',
-                                   checkpoint=str(tmp_path / 'nope.pth')))
+    model = tiny_cvt(
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(tmp_path / 'nope.pth')))
     with pytest.raises(FileNotFoundError, match='docs/cvt.md'):
         model.init_weights()
 
 
 def test_checkpoint_of_another_arch_is_rejected(official_checkpoint):
     path, _ = official_checkpoint
-    model = CvT(arch=dict(embed_dims=(8, 32, 48), depths=(1, 2, 4),
-                          num_heads=(1, 2, 3)),
-                init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with pytest.raises(CheckpointMismatchError,
-                       match=r'stages\.0\.patch_embed\.proj\.weight.*shape'):
+    model = CvT(
+        arch=dict(
+            embed_dims=(8, 32, 48), depths=(1, 2, 4), num_heads=(1, 2, 3)),
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'stages\.0\.patch_embed\.proj\.weight.*shape'):
         model.init_weights()
 
 
 def test_own_checkpoint_of_a_whole_segmentor_loads(tmp_path, image):
-    """A ``backbone.``-prefixed state dict (mmseg/mmdet model) initialises CvT."""
+    """A ``backbone.``-prefixed state dict (mmseg/mmdet model) loads."""
     source = randomise_(tiny_cvt(), seed=7)
     state_dict = {f'backbone.{k}': v for k, v in source.state_dict().items()}
     state_dict['decode_head.conv_seg.weight'] = torch.zeros(3, 3)
@@ -282,8 +299,10 @@ def test_zero_residual_rmoe_cvt_equals_dense_cvt(image):
     torch.manual_seed(0)
     dense = tiny_cvt()
     randomise_(dense, seed=5)
-    rmoe = tiny_cvt(RMoECvT, moe_blocks='all', moe_cfg=_zero_residual_moe_cfg())
-    missing, unexpected = rmoe.load_state_dict(dense.state_dict(), strict=False)
+    rmoe = tiny_cvt(
+        RMoECvT, moe_blocks='all', moe_cfg=_zero_residual_moe_cfg())
+    missing, unexpected = rmoe.load_state_dict(
+        dense.state_dict(), strict=False)
     assert not unexpected
     assert missing and all('residual' in k or 'router' in k for k in missing)
     with torch.no_grad():
@@ -294,17 +313,21 @@ def test_zero_residual_rmoe_cvt_equals_dense_cvt(image):
 def test_rmoe_cvt_cores_load_from_official_checkpoint(official_checkpoint,
                                                       image):
     path, ref = official_checkpoint
-    model = tiny_cvt(RMoECvT, extra_level=None,
-                     out_norm=False, moe_cfg=_zero_residual_moe_cfg(),
-                     init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = tiny_cvt(
+        RMoECvT,
+        extra_level=None,
+        out_norm=False,
+        moe_cfg=_zero_residual_moe_cfg(),
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     assert_stages_match(model, ref, image)
 
 
 def load_dense_to_rmoe_tool():
     """Import tools/model_converters/dense_to_rmoe.py by path (no package)."""
-    path = (Path(__file__).resolve().parents[2] / 'tools' / 'model_converters'
-            / 'dense_to_rmoe.py')
+    path = (
+        Path(__file__).resolve().parents[2] / 'tools' / 'model_converters' /
+        'dense_to_rmoe.py')
     spec = importlib.util.spec_from_file_location('dense_to_rmoe', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -322,14 +345,20 @@ def test_converter_tool_turns_a_dense_checkpoint_into_an_rmoe_cvt_one(
         state_dict = official_to_transformers(state_dict)
     src, dst = tmp_path / 'dense.pth', tmp_path / 'rmoe.pth'
     torch.save(state_dict, src)
-    backbone_cfg = dict(type='RMoECvT', arch=TINY_ARCH, extra_level=None,
-                        out_norm=False, drop_path_rate=0.,
-                        moe_cfg=_zero_residual_moe_cfg())
-    saved = load_dense_to_rmoe_tool().convert(str(src), str(dst),
-                                              backbone_cfg)['state_dict']
+    backbone_cfg = dict(
+        type='RMoECvT',
+        arch=TINY_ARCH,
+        extra_level=None,
+        out_norm=False,
+        drop_path_rate=0.,
+        moe_cfg=_zero_residual_moe_cfg())
+    saved = load_dense_to_rmoe_tool().convert(
+        str(src), str(dst), backbone_cfg)['state_dict']
     assert any('.ffn.router.' in key for key in saved)
     model = MODELS.build(
-        dict(backbone_cfg, init_cfg=dict(type='Pretrained', checkpoint=str(dst))))
+        dict(
+            backbone_cfg,
+            init_cfg=dict(type='Pretrained', checkpoint=str(dst))))
     report = model.load_pretrained(str(dst))
     assert report.layout == 'mm' and not report.initialised
     for key, value in model.state_dict().items():

@@ -29,15 +29,16 @@ def test_full_config_builds_cvt13_that_fits_its_neck(name):
     assert backbone.depths == [1, 2, 10]
     assert backbone.out_channels == head_channels(model) == [64, 192, 384, 384]
     if FULL[name] is RMoECvT:
-        moe = [[i for i, b in enumerate(s.blocks) if isinstance(b.ffn, RMoEFFN)]
-               for s in backbone.stages]
+        moe = [[
+            i for i, b in enumerate(s.blocks) if isinstance(b.ffn, RMoEFFN)
+        ] for s in backbone.stages]
         assert moe == [[], [1], [1, 3, 5, 7, 9]]
         assert backbone.stages[2].blocks[1].ffn.num_experts == 8
 
 
 @pytest.mark.parametrize('name', TOY_ADE20K)
-def test_toy_upernet_config_trains_a_step_on_toy_ade20k(name, toy_ade20k_root,
-                                                        tmp_path):
+def test_toy_upernet_config_trains_a_step_on_toy_ade20k(
+        name, toy_ade20k_root, tmp_path):
     runner = one_step_runner(f'toy/{name}', toy_ade20k_root, tmp_path)
     before = runner.model.backbone.stages[2].blocks[1].ffn.layers[1] \
         .weight.detach().clone()
@@ -49,8 +50,8 @@ def test_toy_upernet_config_trains_a_step_on_toy_ade20k(name, toy_ade20k_root,
 
 
 @pytest.mark.parametrize('name', TOY_COCO)
-def test_toy_mask_rcnn_config_trains_a_step_on_toy_coco(name, toy_coco_root,
-                                                        tmp_path):
+def test_toy_mask_rcnn_config_trains_a_step_on_toy_coco(
+        name, toy_coco_root, tmp_path):
     runner = one_step_runner(f'toy/{name}', toy_coco_root, tmp_path)
     runner.train()
     assert math.isfinite(runner.message_hub.get_scalar('train/loss').current())

@@ -29,58 +29,67 @@ def model_keys():
     return set(model.state_dict())
 
 
-@pytest.mark.parametrize('official,ours', [
-    ('stage0.patch_embed.proj.weight', 'stages.0.patch_embed.proj.weight'),
-    ('stage1.patch_embed.norm.bias', 'stages.1.patch_embed.norm.bias'),
-    ('stage2.cls_token', 'stages.2.cls_token'),
-    ('stage2.blocks.1.attn.conv_proj_q.conv.weight',
-     'stages.2.blocks.1.attn.conv_proj_q.conv.weight'),
-    ('stage2.blocks.1.attn.conv_proj_v.bn.running_var',
-     'stages.2.blocks.1.attn.conv_proj_v.bn.running_var'),
-    ('stage1.blocks.0.attn.proj_k.bias', 'stages.1.blocks.0.attn.proj_k.bias'),
-    ('stage1.blocks.0.attn.proj.weight', 'stages.1.blocks.0.attn.proj.weight'),
-    ('stage0.blocks.0.norm2.weight', 'stages.0.blocks.0.norm2.weight'),
-    ('stage2.blocks.2.mlp.fc1.weight', 'stages.2.blocks.2.ffn.layers.0.0.weight'),
-    ('stage2.blocks.2.mlp.fc2.bias', 'stages.2.blocks.2.ffn.layers.1.bias'),
-    ('head.weight', 'head.weight'),  # passes through, ignored on load
-])
+@pytest.mark.parametrize(
+    'official,ours',
+    [
+        ('stage0.patch_embed.proj.weight', 'stages.0.patch_embed.proj.weight'),
+        ('stage1.patch_embed.norm.bias', 'stages.1.patch_embed.norm.bias'),
+        ('stage2.cls_token', 'stages.2.cls_token'),
+        ('stage2.blocks.1.attn.conv_proj_q.conv.weight',
+         'stages.2.blocks.1.attn.conv_proj_q.conv.weight'),
+        ('stage2.blocks.1.attn.conv_proj_v.bn.running_var',
+         'stages.2.blocks.1.attn.conv_proj_v.bn.running_var'),
+        ('stage1.blocks.0.attn.proj_k.bias',
+         'stages.1.blocks.0.attn.proj_k.bias'),
+        ('stage1.blocks.0.attn.proj.weight',
+         'stages.1.blocks.0.attn.proj.weight'),
+        ('stage0.blocks.0.norm2.weight', 'stages.0.blocks.0.norm2.weight'),
+        ('stage2.blocks.2.mlp.fc1.weight',
+         'stages.2.blocks.2.ffn.layers.0.0.weight'),
+        ('stage2.blocks.2.mlp.fc2.bias',
+         'stages.2.blocks.2.ffn.layers.1.bias'),
+        ('head.weight', 'head.weight'),  # passes through, ignored on load
+    ])
 def test_official_key_renaming(official, ours):
     assert list(official_cvt_to_mm({official: None})) == [ours]
 
 
-@pytest.mark.parametrize('transformers,ours', [
-    ('cvt.encoder.stages.0.embedding.convolution_embeddings.projection.weight',
-     'stages.0.patch_embed.proj.weight'),
-    ('encoder.stages.1.embedding.convolution_embeddings.normalization.bias',
-     'stages.1.patch_embed.norm.bias'),
-    ('cvt.encoder.stages.2.cls_token', 'stages.2.cls_token'),
-    ('cvt.encoder.stages.2.layers.3.attention.attention.'
-     'convolution_projection_key.convolution_projection.convolution.weight',
-     'stages.2.blocks.3.attn.conv_proj_k.conv.weight'),
-    ('cvt.encoder.stages.2.layers.3.attention.attention.'
-     'convolution_projection_value.convolution_projection.normalization.'
-     'num_batches_tracked',
-     'stages.2.blocks.3.attn.conv_proj_v.bn.num_batches_tracked'),
-    ('cvt.encoder.stages.1.layers.0.attention.attention.projection_query.weight',
-     'stages.1.blocks.0.attn.proj_q.weight'),
-    ('cvt.encoder.stages.1.layers.0.attention.output.dense.bias',
-     'stages.1.blocks.0.attn.proj.bias'),
-    ('cvt.encoder.stages.1.layers.0.intermediate.dense.weight',
-     'stages.1.blocks.0.ffn.layers.0.0.weight'),
-    ('cvt.encoder.stages.1.layers.0.output.dense.weight',
-     'stages.1.blocks.0.ffn.layers.1.weight'),
-    ('cvt.encoder.stages.0.layers.0.layernorm_before.weight',
-     'stages.0.blocks.0.norm1.weight'),
-    ('cvt.encoder.stages.0.layers.0.layernorm_after.bias',
-     'stages.0.blocks.0.norm2.bias'),
-    ('classifier.weight', 'classifier.weight'),  # ignored on load
-])
+@pytest.mark.parametrize(
+    'transformers,ours',
+    [
+        ('cvt.encoder.stages.0.embedding.convolution_embeddings.'
+         'projection.weight', 'stages.0.patch_embed.proj.weight'),
+        ('encoder.stages.1.embedding.convolution_embeddings.'
+         'normalization.bias', 'stages.1.patch_embed.norm.bias'),
+        ('cvt.encoder.stages.2.cls_token', 'stages.2.cls_token'),
+        ('cvt.encoder.stages.2.layers.3.attention.attention.'
+         'convolution_projection_key.convolution_projection.'
+         'convolution.weight',
+         'stages.2.blocks.3.attn.conv_proj_k.conv.weight'),
+        ('cvt.encoder.stages.2.layers.3.attention.attention.'
+         'convolution_projection_value.convolution_projection.normalization.'
+         'num_batches_tracked',
+         'stages.2.blocks.3.attn.conv_proj_v.bn.num_batches_tracked'),
+        ('cvt.encoder.stages.1.layers.0.attention.attention.'
+         'projection_query.weight', 'stages.1.blocks.0.attn.proj_q.weight'),
+        ('cvt.encoder.stages.1.layers.0.attention.output.dense.bias',
+         'stages.1.blocks.0.attn.proj.bias'),
+        ('cvt.encoder.stages.1.layers.0.intermediate.dense.weight',
+         'stages.1.blocks.0.ffn.layers.0.0.weight'),
+        ('cvt.encoder.stages.1.layers.0.output.dense.weight',
+         'stages.1.blocks.0.ffn.layers.1.weight'),
+        ('cvt.encoder.stages.0.layers.0.layernorm_before.weight',
+         'stages.0.blocks.0.norm1.weight'),
+        ('cvt.encoder.stages.0.layers.0.layernorm_after.bias',
+         'stages.0.blocks.0.norm2.bias'),
+        ('classifier.weight', 'classifier.weight'),  # ignored on load
+    ])
 def test_transformers_key_renaming(transformers, ours):
     assert list(transformers_cvt_to_mm({transformers: None})) == [ours]
 
 
-def test_official_checkpoint_covers_every_backbone_tensor(official_state_dict,
-                                                          model_keys):
+def test_official_checkpoint_covers_every_backbone_tensor(
+        official_state_dict, model_keys):
     converted, layout = convert_cvt_state_dict(official_state_dict)
     assert layout == 'official'
     assert set(converted) == model_keys | CLASSIFIER
@@ -92,9 +101,10 @@ def test_transformers_checkpoint_covers_every_backbone_tensor(
     converted, layout = convert_cvt_state_dict(
         official_to_transformers(official_state_dict, prefix=prefix))
     assert layout == 'transformers'
-    assert set(converted) == model_keys | {'layernorm.weight', 'layernorm.bias',
-                                           'classifier.weight',
-                                           'classifier.bias'}
+    assert set(converted) == model_keys | {
+        'layernorm.weight', 'layernorm.bias', 'classifier.weight',
+        'classifier.bias'
+    }
 
 
 def test_own_layout_is_kept_as_is(model_keys):
@@ -105,8 +115,10 @@ def test_own_layout_is_kept_as_is(model_keys):
 
 def test_swin_checkpoint_is_not_taken_for_cvt():
     with pytest.raises(CheckpointLayoutError, match='CvT checkpoint layout'):
-        detect_cvt_layout({'layers.0.blocks.0.mlp.fc1.weight': None,
-                           'patch_embed.proj.weight': None})
+        detect_cvt_layout({
+            'layers.0.blocks.0.mlp.fc1.weight': None,
+            'patch_embed.proj.weight': None
+        })
 
 
 @pytest.mark.parametrize('arch', ['13', '21', 'w24'])
@@ -115,10 +127,15 @@ def test_official_preset_checkpoints_fit_the_presets_key_for_key(arch):
     device, so no memory is spent) match the preset's parameters exactly."""
     preset = CvT.arch_zoo[arch]
     with torch.device('meta'):
-        official = OfficialCvT(preset['embed_dims'], preset['depths'],
-                               preset['num_heads'], num_classes=1000)
+        official = OfficialCvT(
+            preset['embed_dims'],
+            preset['depths'],
+            preset['num_heads'],
+            num_classes=1000)
         model = CvT(arch=arch, out_norm=False, extra_level=None)
     converted, _ = convert_cvt_state_dict(official.state_dict())
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    assert {k: v.shape for k, v in converted.items()
-            if k not in CLASSIFIER} == expected
+    assert {
+        k: v.shape
+        for k, v in converted.items() if k not in CLASSIFIER
+    } == expected

@@ -23,10 +23,16 @@ from rmoe_mm.checkpoint import fit as fit_module
 from rmoe_mm.checkpoint.fit import CheckpointMismatchError, guard_model_loads
 from rmoe_mm.converters import CheckpointLayoutError
 
-SWIN = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
-            window_size=3, pretrain_img_size=48, drop_path_rate=0.)
-CVT = dict(arch=dict(embed_dims=(16, 32, 48), depths=(1, 2, 4),
-                     num_heads=(1, 2, 3)), drop_path_rate=0.)
+SWIN = dict(
+    embed_dims=16,
+    depths=(2, 2, 2, 2),
+    num_heads=(1, 2, 2, 4),
+    window_size=3,
+    pretrain_img_size=48,
+    drop_path_rate=0.)
+CVT = dict(
+    arch=dict(embed_dims=(16, 32, 48), depths=(1, 2, 4), num_heads=(1, 2, 3)),
+    drop_path_rate=0.)
 
 
 class Segmentor(nn.Module):
@@ -53,8 +59,10 @@ def randomised(model, seed=0):
 def save_whole(backbone, path, head=True):
     state = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
     if head:
-        state.update({f'decode_head.{k}': v for k, v in
-                      nn.Conv2d(4, 3, 1).state_dict().items()})
+        state.update({
+            f'decode_head.{k}': v
+            for k, v in nn.Conv2d(4, 3, 1).state_dict().items()
+        })
     torch.save({'state_dict': state, 'meta': {}}, path)
     return str(path)
 
@@ -95,53 +103,61 @@ def strict(monkeypatch):
 # ------------------------------------------- whole-model loads (mmengine)
 def test_cvt_checkpoint_into_swin_names_both_families(tmp_path):
     path = save_whole(RMoECvT(**CVT), tmp_path / 'cvt.pth')
-    message = refused(Segmentor(swin()), path, "backbone is a CvT",
-                      'RMoESwinTransformer (Swin)')
+    message = refused(
+        Segmentor(swin()), path, "backbone is a CvT",
+        'RMoESwinTransformer (Swin)')
     assert 'moe_blocks' not in message
 
 
 def test_swin_checkpoint_into_cvt_names_both_families(tmp_path):
     path = save_whole(swin(), tmp_path / 'swin.pth')
-    refused(Segmentor(RMoECvT(**CVT)), path, 'backbone is a Swin',
-            'RMoECvT (CvT)')
+    refused(
+        Segmentor(RMoECvT(**CVT)), path, 'backbone is a Swin', 'RMoECvT (CvT)')
 
 
 def test_other_expert_count(tmp_path):
     path = save_whole(swin(moe_cfg=dict(num_experts=4)), tmp_path / 'e4.pth')
-    refused(Segmentor(swin(moe_cfg=dict(num_experts=8))), path,
-            'checkpoint has 4 experts per MoE FFN, the model 8',
-            'tools/model_converters/dense_to_rmoe.py',
-            'backbone.stages.2.blocks.1.ffn.residual')
+    refused(
+        Segmentor(swin(moe_cfg=dict(num_experts=8))), path,
+        'checkpoint has 4 experts per MoE FFN, the model 8',
+        'tools/model_converters/dense_to_rmoe.py',
+        'backbone.stages.2.blocks.1.ffn.residual')
 
 
 def test_other_moe_blocks(tmp_path):
     path = save_whole(swin(), tmp_path / 'rmoe.pth')
-    refused(Segmentor(swin(moe_blocks=[[], [], [0, 1], [1]])), path,
-            'other moe_blocks', 'only in the model: stages.2.blocks.0.ffn')
+    refused(
+        Segmentor(swin(moe_blocks=[[], [], [0, 1], [1]])), path,
+        'other moe_blocks', 'only in the model: stages.2.blocks.0.ffn')
 
 
 def test_other_shapes(tmp_path):
     path = save_whole(MMSegSwin(**SWIN), tmp_path / 'dense.pth')
-    refused(Segmentor(RMoESwinTransformer(**dict(SWIN, embed_dims=32))),
-            path, 'another shape',
-            'backbone.patch_embed.projection.weight: checkpoint (16, 3, 4, 4)'
-            ', model (32, 3, 4, 4)')
+    refused(
+        Segmentor(RMoESwinTransformer(**dict(SWIN, embed_dims=32))), path,
+        'another shape',
+        'backbone.patch_embed.projection.weight: checkpoint (16, 3, 4, 4)'
+        ', model (32, 3, 4, 4)')
 
 
 def test_missing_backbone_tensors(tmp_path):
     source = swin()
-    state = {f'backbone.{k}': v for k, v in source.state_dict().items()
-             if not k.startswith('norm3.')}
+    state = {
+        f'backbone.{k}': v
+        for k, v in source.state_dict().items() if not k.startswith('norm3.')
+    }
     torch.save({'state_dict': state}, tmp_path / 'cut.pth')
-    refused(Segmentor(swin()), str(tmp_path / 'cut.pth'),
-            '2 tensors of the model are not in the checkpoint',
-            'backbone.norm3.weight')
+    refused(
+        Segmentor(swin()), str(tmp_path / 'cut.pth'),
+        '2 tensors of the model are not in the checkpoint',
+        'backbone.norm3.weight')
 
 
 def test_backbone_only_file_as_whole_model(tmp_path):
     torch.save({'state_dict': swin().state_dict()}, tmp_path / 'bb.pth')
-    refused(Segmentor(swin()), str(tmp_path / 'bb.pth'),
-            "no key of the checkpoint starts with 'backbone.'", 'init_cfg')
+    refused(
+        Segmentor(swin()), str(tmp_path / 'bb.pth'),
+        "no key of the checkpoint starts with 'backbone.'", 'init_cfg')
 
 
 def test_rmoe_checkpoint_into_dense_cvt(tmp_path):
@@ -164,7 +180,9 @@ def test_dense_into_rmoe_loads_and_is_reported(tmp_path, warnings_logged):
     load_checkpoint(model, path, map_location='cpu')
     torch.testing.assert_close(
         model.backbone.stages[2].blocks[1].ffn.layers[0][0].weight,
-        dense.stages[2].blocks[1].ffn.layers[0][0].weight, rtol=0, atol=0)
+        dense.stages[2].blocks[1].ffn.layers[0][0].weight,
+        rtol=0,
+        atol=0)
     assert torch.equal(residual, residual_before)
     assert any('A dense checkpoint loads into' in m and '2 MoE FFNs' in m
                for m in warnings_logged), warnings_logged
@@ -181,8 +199,9 @@ def test_partial_load_option_loads_what_fits(tmp_path, monkeypatch,
     load_checkpoint(model, path, map_location='cpu')
     assert torch.equal(model.backbone.patch_embed.projection.weight,
                        source.patch_embed.projection.weight)
-    assert torch.equal(model.backbone.stages[2].blocks[1].ffn.router.gate
-                       .weight, router_before)
+    assert torch.equal(
+        model.backbone.stages[2].blocks[1].ffn.router.gate.weight,
+        router_before)
     assert any('Loading it partially' in m and '4 experts' in m
                for m in warnings_logged), warnings_logged
 
@@ -199,16 +218,22 @@ def test_test_mode_refuses_dense_into_rmoe(tmp_path):
     path = save_whole(MMSegSwin(**SWIN), tmp_path / 'dense.pth')
     model = Segmentor(swin())
     guard_model_loads(model, 'test')
-    refused(model, path, 'the checkpoint is dense but RMoESwinTransformer is '
-            'an RMoE backbone', 'its 2 MoE FFNs would keep random routers')
+    refused(
+        model, path, 'the checkpoint is dense but RMoESwinTransformer is '
+        'an RMoE backbone', 'its 2 MoE FFNs would keep random routers')
 
 
 def test_derived_buffers_are_never_required(tmp_path):
     source = randomised(swin())
-    state = {f'backbone.{k}': v for k, v in source.state_dict().items()
-             if not k.endswith('relative_position_index')}
-    state.update({f'decode_head.{k}': v for k, v in
-                  nn.Conv2d(4, 3, 1).state_dict().items()})
+    state = {
+        f'backbone.{k}': v
+        for k, v in source.state_dict().items()
+        if not k.endswith('relative_position_index')
+    }
+    state.update({
+        f'decode_head.{k}': v
+        for k, v in nn.Conv2d(4, 3, 1).state_dict().items()
+    })
     torch.save({'state_dict': state}, tmp_path / 'no_index.pth')
     model = Segmentor(swin())
     guard_model_loads(model, 'test')
@@ -232,8 +257,9 @@ def test_load_from_mode_allows_dense_but_not_extra_keys(tmp_path):
 # ------------------------------------------------------------- init_cfg
 def test_init_cfg_cvt_into_swin_names_the_families(tmp_path):
     torch.save(RMoECvT(**CVT).state_dict(), tmp_path / 'cvt.pth')
-    model = RMoESwinTransformer(**SWIN, init_cfg=dict(
-        type='Pretrained', checkpoint=str(tmp_path / 'cvt.pth')))
+    model = RMoESwinTransformer(
+        **SWIN,
+        init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'cvt.pth')))
     with pytest.raises(CheckpointMismatchError) as info:
         model.init_weights()
     assert "backbone is a CvT" in str(info.value)
@@ -242,10 +268,13 @@ def test_init_cfg_cvt_into_swin_names_the_families(tmp_path):
 
 def test_init_cfg_swin_into_cvt_names_the_families(tmp_path):
     torch.save(MMSegSwin(**SWIN).state_dict(), tmp_path / 'swin.pth')
-    model = CvT(**CVT, init_cfg=dict(type='Pretrained',
-                                     checkpoint=str(tmp_path / 'swin.pth')))
-    with pytest.raises(CheckpointLayoutError,
-                       match='this is a Swin checkpoint, not a CvT one'):
+    model = CvT(
+        **CVT,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(tmp_path / 'swin.pth')))
+    with pytest.raises(
+            CheckpointLayoutError,
+            match='this is a Swin checkpoint, not a CvT one'):
         model.init_weights()
 
 

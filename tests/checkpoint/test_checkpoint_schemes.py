@@ -11,12 +11,12 @@ import types
 
 import pytest
 import torch
-from rmoe_mm.testing.malicious import PAYLOADS
 from mmengine.runner import CheckpointLoader
 from mmengine.runner import checkpoint as mm_checkpoint
 
 import rmoe_mm  # noqa: F401  installs the safe loader
 from rmoe_mm.checkpoint import CheckpointGlobalRefused, unsafe_schemes
+from rmoe_mm.testing.malicious import PAYLOADS
 
 EVIL_URL = 'https://example.invalid/models/evil.pth'
 
@@ -75,8 +75,8 @@ def test_openmmlab(scheme, where, evil, tmp_path, monkeypatch):
     else:
         target = 'evil_local.pth'
         evil[0].rename(tmp_path / 'mmengine_home' / target)
-    (tmp_path / 'mmengine_home' / 'open_mmlab.json').write_text(
-        f'{{"evil_model": "{target}"}}')
+    (tmp_path / 'mmengine_home' /
+     'open_mmlab.json').write_text(f'{{"evil_model": "{target}"}}')
     name = f'{scheme}evil_model'
     refused(lambda: CheckpointLoader.load_checkpoint(name), evil[1], target)
 
@@ -89,6 +89,7 @@ def test_mmcls(evil, monkeypatch):
 
 
 def test_pavi(evil, monkeypatch):
+
     class Model:
         name = 'evil.pth'
 
@@ -103,9 +104,10 @@ def test_pavi(evil, monkeypatch):
             evil[1], 'pavi://team/evil')
 
 
-@pytest.mark.parametrize('name', ['s3://bucket/evil.pth',
-                                  'cluster:s3://bucket/evil.pth',
-                                  'petrel://bucket/evil.pth'])
+@pytest.mark.parametrize('name', [
+    's3://bucket/evil.pth', 'cluster:s3://bucket/evil.pth',
+    'petrel://bucket/evil.pth'
+])
 def test_ceph(name, evil, monkeypatch):
     import mmengine.fileio
     backend = types.SimpleNamespace(get=lambda path: evil[0].read_bytes())

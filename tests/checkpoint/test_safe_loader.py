@@ -16,8 +16,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from rmoe_mm.testing.malicious import (CODE_PAYLOADS, PAYLOADS, has_stack_global,
-                       rewrite_data_pkl)
 from mmengine.logging import HistoryBuffer, MMLogger
 from mmengine.runner import CheckpointLoader
 
@@ -28,6 +26,8 @@ from rmoe_mm.checkpoint import trust as trust_module
 from rmoe_mm.checkpoint import trust_checkpoint
 from rmoe_mm.checkpoint.allowlist import numeric_dtypes
 from rmoe_mm.checkpoint.trust import split_trusted
+from rmoe_mm.testing.malicious import (CODE_PAYLOADS, PAYLOADS,
+                                       has_stack_global, rewrite_data_pkl)
 
 URL = 'https://example.invalid/models/{}.pth'
 
@@ -155,15 +155,17 @@ def test_numpy_1_pickles_load(tmp_path):
     """Checkpoints written under numpy 1.x name ``numpy.core.multiarray``."""
     path = tmp_path / 'numpy1.pth'
     torch.save({'a': np.arange(4.), 's': np.float32(2.5)}, path)
-    rewrite_data_pkl(path, lambda data: data.replace(
-        b'numpy._core.multiarray', b'numpy.core.multiarray'))
+    rewrite_data_pkl(
+        path, lambda data: data.replace(b'numpy._core.multiarray',
+                                        b'numpy.core.multiarray'))
     loaded = load_checkpoint_file(path)
     assert np.array_equal(loaded['a'], np.arange(4.)) and loaded['s'] == 2.5
 
 
 def test_url_is_read_from_the_hub_cache_without_network(hub_dir):
-    torch.save({'state_dict': {'w': torch.arange(3.)}},
-               cached(hub_dir, 'good'))
+    torch.save({'state_dict': {
+        'w': torch.arange(3.)
+    }}, cached(hub_dir, 'good'))
     loaded = CheckpointLoader.load_checkpoint(URL.format('good'))
     assert torch.equal(loaded['state_dict']['w'], torch.arange(3.))
 
@@ -185,11 +187,16 @@ def test_legacy_format_is_checked_too(tmp_path):
     """``_use_new_zipfile_serialization=False`` files are pre-scanned."""
     path, marker = tmp_path / 'legacy.pth', tmp_path / 'marker'
     good = tmp_path / 'good.pth'
-    torch.save({'a': np.arange(3), 'w': torch.ones(2)}, good,
+    torch.save({
+        'a': np.arange(3),
+        'w': torch.ones(2)
+    },
+               good,
                _use_new_zipfile_serialization=False)
     assert np.array_equal(load_checkpoint_file(good)['a'], np.arange(3))
     from rmoe_mm.testing.malicious import Reduce
-    torch.save({'x': Reduce(eval, (f"open({str(marker)!r}, 'w')", ))}, path,
+    torch.save({'x': Reduce(eval, (f"open({str(marker)!r}, 'w')", ))},
+               path,
                _use_new_zipfile_serialization=False)
     with pytest.raises(CheckpointGlobalRefused, match='builtins.eval'):
         load_checkpoint_file(path)
@@ -262,8 +269,8 @@ def test_formats_the_pre_scan_cannot_read_are_refused(tmp_path):
         load_checkpoint_file(tmp_path / 'old.tar')
     with warnings.catch_warnings():  # torch.jit is deprecated
         warnings.simplefilter('ignore')
-        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)),
-                       tmp_path / 'script.pt')
+        torch.jit.save(
+            torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / 'script.pt')
     with pytest.raises(CheckpointGlobalRefused, match='__torch__'):
         load_checkpoint_file(tmp_path / 'script.pt')
 
@@ -281,6 +288,7 @@ def test_a_truncated_file_names_itself(tmp_path):
     path = tmp_path / 'iter_8.pth'
     torch.save({'w': torch.ones(100)}, path)
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(RuntimeError, match=f'cannot read checkpoint '
-                       f'{str(path)!r}'):
+    with pytest.raises(
+            RuntimeError, match=f'cannot read checkpoint '
+            f'{str(path)!r}'):
         load_checkpoint_file(path)

@@ -21,8 +21,13 @@ from rmoe_mm.converters import (CheckpointLayoutError, detect_swin_layout,
                                 official_swin_to_mm)
 from rmoe_mm.converters.swin import timm_swin_to_official
 
-TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
-            window_size=3, pretrain_img_size=48, drop_path_rate=0.)
+TINY = dict(
+    embed_dims=16,
+    depths=(2, 2, 2, 2),
+    num_heads=(1, 2, 2, 4),
+    window_size=3,
+    pretrain_img_size=48,
+    drop_path_rate=0.)
 ZERO_RESIDUAL = dict(num_experts=4, top_k=1, residual_std=0.)
 INPUT = (1, 3, 50, 70)
 
@@ -80,8 +85,11 @@ def assert_all_close(got, expected, atol=1e-5):
 
 def rmoe_from(path, **kwargs):
     model = RMoESwinTransformer(
-        **TINY, moe_blocks='all', moe_cfg=ZERO_RESIDUAL,
-        init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kwargs)
+        **TINY,
+        moe_blocks='all',
+        moe_cfg=ZERO_RESIDUAL,
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)),
+        **kwargs)
     model.init_weights()
     return model
 
@@ -97,17 +105,21 @@ def test_layouts_are_told_apart():
     assert detect_swin_layout(mm) == 'mm'
     assert detect_swin_layout(official) == 'official'
     assert detect_swin_layout(timm_like) == 'timm'
-    features_only = OrderedDict((k.replace('layers.', 'layers_', 1), v)
-                                for k, v in timm_like.items())
+    features_only = OrderedDict(
+        (k.replace('layers.', 'layers_', 1), v) for k, v in timm_like.items())
     assert detect_swin_layout(features_only) == 'timm'
 
 
 def test_unknown_layout_is_an_error_that_lists_what_it_saw():
-    resnet = {'conv1.weight': torch.zeros(1), 'layer1.0.conv1.weight':
-              torch.zeros(1), 'fc.weight': torch.zeros(1)}
-    with pytest.raises(CheckpointLayoutError,
-                       match=r'3 keys, e.g. conv1.weight, layer1.0.conv1.weight'
-                             r'.*top-level names: conv1 \(1\), layer1 \(1\)'):
+    resnet = {
+        'conv1.weight': torch.zeros(1),
+        'layer1.0.conv1.weight': torch.zeros(1),
+        'fc.weight': torch.zeros(1)
+    }
+    with pytest.raises(
+            CheckpointLayoutError,
+            match=r'3 keys, e.g. conv1.weight, layer1.0.conv1.weight'
+            r'.*top-level names: conv1 \(1\), layer1 \(1\)'):
         detect_swin_layout(resnet)
 
 
@@ -119,12 +131,25 @@ def test_checkpoint_without_weights_is_an_error():
 @pytest.mark.parametrize('wrap', ['plain', 'state_dict', 'model', 'module'])
 def test_backbone_is_found_in_every_wrapper(wrap):
     weights = {'stages.0.x': torch.ones(1)}
-    whole = {'backbone.stages.0.x': torch.ones(1),
-             'decode_head.conv_seg.weight': torch.zeros(1)}
-    wrapped = {'plain': weights, 'state_dict': {'state_dict': whole},
-               'model': {'model': weights},
-               'module': {'state_dict': {'module.' + k: v
-                                         for k, v in whole.items()}}}[wrap]
+    whole = {
+        'backbone.stages.0.x': torch.ones(1),
+        'decode_head.conv_seg.weight': torch.zeros(1)
+    }
+    wrapped = {
+        'plain': weights,
+        'state_dict': {
+            'state_dict': whole
+        },
+        'model': {
+            'model': weights
+        },
+        'module': {
+            'state_dict': {
+                'module.' + k: v
+                for k, v in whole.items()
+            }
+        }
+    }[wrap]
     state_dict, others = extract_backbone_state_dict(wrapped)
     assert list(state_dict) == ['stages.0.x']
     assert others == ([] if wrap in ('plain', 'model') else
@@ -135,8 +160,10 @@ def test_backbone_is_found_in_every_wrapper(wrap):
 def test_official_converter_matches_mmdet_swin_converter():
     official = mm_to_official(random_mmseg_swin().state_dict())
     ours = official_swin_to_mm(official)
-    reference = {k[len('backbone.'):]: v
-                 for k, v in swin_converter(official).items()}
+    reference = {
+        k[len('backbone.'):]: v
+        for k, v in swin_converter(official).items()
+    }
     assert set(ours) - set(reference) == {'head.weight', 'head.bias'}
     for key, value in reference.items():
         assert torch.equal(ours[key], value), key
@@ -149,8 +176,10 @@ def test_official_checkpoint_inits_like_mmdet_convert_weights(tmp_path):
     source = random_mmseg_swin()
     path = tmp_path / 'swin_tiny_official.pth'
     torch.save({'model': mm_to_official(source.state_dict())}, path)
-    mmdet = MMDetSwin(**TINY, convert_weights=True, init_cfg=ConfigDict(
-        type='Pretrained', checkpoint=str(path)))
+    mmdet = MMDetSwin(
+        **TINY,
+        convert_weights=True,
+        init_cfg=ConfigDict(type='Pretrained', checkpoint=str(path)))
     mmdet.init_weights()
     ours = rmoe_from(path, convert_weights=True)
     x = torch.randn(INPUT)
@@ -183,9 +212,14 @@ def tiny_timm_swin():
     timm = pytest.importorskip('timm')
     torch.manual_seed(0)
     model = timm.create_model(
-        'swin_tiny_patch4_window7_224', pretrained=False, img_size=192,
-        embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
-        window_size=3, num_classes=10)
+        'swin_tiny_patch4_window7_224',
+        pretrained=False,
+        img_size=192,
+        embed_dim=16,
+        depths=(2, 2, 2, 2),
+        num_heads=(1, 2, 2, 4),
+        window_size=3,
+        num_classes=10)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for param in model.parameters():

@@ -17,9 +17,10 @@ def test_options_trust_by_name_and_allow_partial_loads(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     add_checkpoint_args(parser)
     path = str(tmp_path / 'a.pth')
-    args = parser.parse_args(['--trust-checkpoint', path,
-                              '--trust-checkpoint', 'https://x.org/b.pth',
-                              '--allow-partial-load'])
+    args = parser.parse_args([
+        '--trust-checkpoint', path, '--trust-checkpoint',
+        'https://x.org/b.pth', '--allow-partial-load'
+    ])
     assert not fit.partial_loads_allowed()
     apply_checkpoint_args(args)
     assert trust.is_trusted([path]) and trust.is_trusted(
@@ -43,9 +44,11 @@ def test_empty_dataset_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         with user_errors():
             ADE20KDataset(
-                data_root=str(tmp_path), pipeline=[],
-                data_prefix=dict(img_path='images/training',
-                                 seg_map_path='annotations/training'))
+                data_root=str(tmp_path),
+                pipeline=[],
+                data_prefix=dict(
+                    img_path='images/training',
+                    seg_map_path='annotations/training'))
     assert 'EmptyDataset: a dataset has no samples' in capsys.readouterr().err
 
 

@@ -8,11 +8,11 @@ miss them all, and the toy configs with generated data miss none.
 import json
 
 import pytest
-from rmoe_mm.testing import REPO_ROOT
 from mmengine.config import Config
 
 from rmoe_mm.engine.preflight import (PreflightError, check_config_paths,
                                       preflight)
+from rmoe_mm.testing import REPO_ROOT
 
 FULL = {
     'configs/rmoe_swin_t_upernet_ade20k.py':
@@ -42,8 +42,8 @@ def test_fresh_machine_gets_one_message_per_missing_path(
     data_root, docs, toy = FULL[name]
     cfg = config(name)
     missing = check_config_paths(cfg, 'train')
-    assert [m.path for m in missing] == [
-        data_root, cfg.model.backbone.init_cfg.checkpoint]
+    assert [m.path for m in missing
+            ] == [data_root, cfg.model.backbone.init_cfg.checkpoint]
     with pytest.raises(PreflightError) as info:
         preflight(cfg, 'train', name)
     message = str(info.value)
@@ -56,19 +56,20 @@ def test_fresh_machine_gets_one_message_per_missing_path(
 
 def test_test_mode_checks_the_test_data_and_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = config('configs/rmoe_swin_t_upernet_ade20k.py',
-                 load_from='work_dirs/x/iter_9.pth')
+    cfg = config(
+        'configs/rmoe_swin_t_upernet_ade20k.py',
+        load_from='work_dirs/x/iter_9.pth')
     missing = check_config_paths(cfg, 'test')
-    assert [(m.what.split(' (')[0], m.path) for m in missing] == [
-        ('ADE20K data root', 'data/ade/ADEChallengeData2016'),
-        ('checkpoint to test', 'work_dirs/x/iter_9.pth')]
+    assert [(m.what.split(' (')[0], m.path) for m in missing
+            ] == [('ADE20K data root', 'data/ade/ADEChallengeData2016'),
+                  ('checkpoint to test', 'work_dirs/x/iter_9.pth')]
 
 
 def test_toy_config_with_its_data_passes(toy_ade20k_options, toy_coco_options):
-    for name, options in (
-            ('configs/toy/rmoe_swin_upernet_toy_ade20k.py',
-             toy_ade20k_options),
-            ('configs/toy/rmoe_cvt_mask_rcnn_toy_coco.py', toy_coco_options)):
+    for name, options in (('configs/toy/rmoe_swin_upernet_toy_ade20k.py',
+                           toy_ade20k_options),
+                          ('configs/toy/rmoe_cvt_mask_rcnn_toy_coco.py',
+                           toy_coco_options)):
         cfg = config(name, **dict(o.split('=', 1) for o in options))
         assert check_config_paths(cfg, 'train') == []
         assert check_config_paths(cfg, 'test') == []
@@ -88,25 +89,34 @@ def test_empty_image_directory_is_reported(tmp_path):
     root = tmp_path / 'ade'
     for sub in ('images/training', 'annotations/training'):
         (root / sub).mkdir(parents=True)
-    cfg = config('configs/toy/rmoe_swin_upernet_toy_ade20k.py', **{
-        'train_dataloader.dataset.data_root': str(root), 'val_cfg': None})
+    cfg = config(
+        'configs/toy/rmoe_swin_upernet_toy_ade20k.py', **{
+            'train_dataloader.dataset.data_root': str(root),
+            'val_cfg': None
+        })
     missing = check_config_paths(cfg, 'train')
-    assert [(m.path, m.problem) for m in missing] == [
-        (str(root / 'images/training'), 'is empty'),
-        (str(root / 'annotations/training'), 'is empty')]
+    assert [(m.path, m.problem) for m in missing
+            ] == [(str(root / 'images/training'), 'is empty'),
+                  (str(root / 'annotations/training'), 'is empty')]
 
 
-def test_coco_annotations_without_images_are_reported(toy_coco_root,
-                                                      tmp_path):
+def test_coco_annotations_without_images_are_reported(toy_coco_root, tmp_path):
     ann = tmp_path / 'empty.json'
-    ann.write_text(json.dumps({'images': [], 'annotations': [],
-                               'categories': []}))
-    cfg = config('configs/toy/rmoe_swin_mask_rcnn_toy_coco.py', **{
-        'train_dataloader.dataset.data_root': str(toy_coco_root),
-        'train_dataloader.dataset.ann_file': str(ann), 'val_cfg': None})
+    ann.write_text(
+        json.dumps({
+            'images': [],
+            'annotations': [],
+            'categories': []
+        }))
+    cfg = config(
+        'configs/toy/rmoe_swin_mask_rcnn_toy_coco.py', **{
+            'train_dataloader.dataset.data_root': str(toy_coco_root),
+            'train_dataloader.dataset.ann_file': str(ann),
+            'val_cfg': None
+        })
     missing = check_config_paths(cfg, 'train')
-    assert [(m.path, m.problem) for m in missing] == [(str(ann),
-                                                       'lists no images')]
+    assert [(m.path, m.problem)
+            for m in missing] == [(str(ann), 'lists no images')]
 
 
 def test_wrapped_datasets_and_remote_paths(tmp_path):
@@ -118,6 +128,7 @@ def test_wrapped_datasets_and_remote_paths(tmp_path):
         type='ConcatDataset',
         datasets=[dict(type='RepeatDataset', times=2, dataset=inner), remote])
     missing = check_config_paths(cfg, 'train')
-    assert [(m.path, m.what) for m in missing] == [(
-        str(tmp_path / 'nowhere'), 'ADE20K data root (train_dataloader.'
-        'dataset.datasets[0].dataset.data_root)')]
+    assert [(m.path, m.what) for m in missing] == [
+        (str(tmp_path / 'nowhere'), 'ADE20K data root (train_dataloader.'
+         'dataset.datasets[0].dataset.data_root)')
+    ]

@@ -23,8 +23,8 @@ def test_last_checkpoint_is_used_when_intact(tmp_path):
     save(tmp_path / 'iter_2.pth')
     named = save(tmp_path / 'iter_4.pth')
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
-    assert find_resume_checkpoint(str(tmp_path)) == (
-        str(tmp_path / 'iter_2.pth'), [])
+    assert find_resume_checkpoint(str(tmp_path)) == (str(tmp_path /
+                                                         'iter_2.pth'), [])
     assert is_intact_checkpoint(named)
 
 

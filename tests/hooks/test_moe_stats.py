@@ -15,8 +15,10 @@ from rmoe_mm.hooks.moe_stats import short_layer_name
 from rmoe_mm.moe import collect_moe_stats
 from rmoe_mm.testing.toy_rmoe import NUM_EXPERTS, build_toy_runner
 
-STAGES = [dict(name='intermediate', begin=0, frozen=['core']),
-          dict(name='finetune', begin=2)]
+STAGES = [
+    dict(name='intermediate', begin=0, frozen=['core']),
+    dict(name='finetune', begin=2)
+]
 WEIGHT = 0.1  # balance_loss_weight of the toy RMoE FFN
 
 
@@ -26,7 +28,10 @@ class StatsProbe(Hook):
     def __init__(self):
         self.per_iter = {}
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.per_iter[runner.iter + 1] = collect_moe_stats(
             runner.model)['backbone.ffn']
@@ -37,13 +42,17 @@ def logged_run(tmp_path_factory):
     work_dir = tmp_path_factory.mktemp('stats')
     probe = StatsProbe()
     runner = build_toy_runner(
-        work_dir, STAGES, max_iters=4, log_interval=2,
+        work_dir,
+        STAGES,
+        max_iters=4,
+        log_interval=2,
         extra_hooks=[dict(type='MoEStatsHook'), probe])
     runner.train()
     log_text = next(work_dir.glob('*/*.log')).read_text()
-    records = [json.loads(line) for line in
-               next(work_dir.glob('*/vis_data/scalars.json')).read_text()
-               .splitlines()]
+    records = [
+        json.loads(line) for line in next(
+            work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()
+    ]
     return probe, log_text, records
 
 
@@ -74,8 +83,10 @@ def test_log_lines_carry_balance_loss_load_and_stage(logged_run):
 def test_expert_load_is_summed_over_the_log_interval(logged_run, step):
     probe, _, records = logged_run
     record = merged_record(records, step)
-    expected = [sum(probe.per_iter[it]['tokens_per_expert'][e]
-                    for it in (step - 1, step)) for e in range(NUM_EXPERTS)]
+    expected = [
+        sum(probe.per_iter[it]['tokens_per_expert'][e]
+            for it in (step - 1, step)) for e in range(NUM_EXPERTS)
+    ]
     logged = [record[f'moe/ffn/expert_{e}'] for e in range(NUM_EXPERTS)]
     assert logged == expected
     assert sum(logged) == 2 * 16  # every token reaches one expert
@@ -100,10 +111,14 @@ def test_statistics_reach_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import \
         EventAccumulator
     runner = build_toy_runner(
-        tmp_path, STAGES, max_iters=2, log_interval=2,
+        tmp_path,
+        STAGES,
+        max_iters=2,
+        log_interval=2,
         extra_hooks=[dict(type='MoEStatsHook')],
-        visualizer=dict(type='Visualizer',
-                        vis_backends=[dict(type='TensorboardVisBackend')]))
+        visualizer=dict(
+            type='Visualizer',
+            vis_backends=[dict(type='TensorboardVisBackend')]))
     runner.train()
     events = EventAccumulator(str(next(tmp_path.glob('*/vis_data'))))
     events.Reload()

@@ -15,8 +15,10 @@ from rmoe_mm.moe import split_parameters
 from rmoe_mm.testing.toy_rmoe import build_toy_runner, snapshot
 
 SWITCH = 3
-RMOE_I = [dict(name='intermediate', begin=0, frozen=['core']),
-          dict(name='finetune', begin=SWITCH)]
+RMOE_I = [
+    dict(name='intermediate', begin=0, frozen=['core']),
+    dict(name='finetune', begin=SWITCH)
+]
 
 
 class Recorder(Hook):
@@ -34,24 +36,36 @@ class Recorder(Hook):
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         self.requires_grad[runner.iter] = {
-            n: p.requires_grad for n, p in runner.model.named_parameters()}
+            n: p.requires_grad
+            for n, p in runner.model.named_parameters()
+        }
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.states[runner.iter + 1] = snapshot(runner.model)
         self.losses[runner.iter + 1] = outputs['loss'].item()
         self.optim_state_ids[runner.iter + 1] = {
-            id(p) for p in runner.optim_wrapper.optimizer.state}
+            id(p)
+            for p in runner.optim_wrapper.optimizer.state
+        }
 
 
 @pytest.fixture(scope='module')
 def rmoe_i_run(tmp_path_factory):
     recorder = Recorder()
-    runner = build_toy_runner(tmp_path_factory.mktemp('rmoe_i'), RMOE_I,
-                              max_iters=6, extra_hooks=[recorder])
+    runner = build_toy_runner(
+        tmp_path_factory.mktemp('rmoe_i'),
+        RMOE_I,
+        max_iters=6,
+        extra_hooks=[recorder])
     runner.train()
-    roles = {role: [name for name, _ in named] for role, named in
-             split_parameters(runner.model).items()}
+    roles = {
+        role: [name for name, _ in named]
+        for role, named in split_parameters(runner.model).items()
+    }
     return runner, recorder, roles
 
 
@@ -65,7 +79,8 @@ def test_roles_split_backbone_core_residuals_routers_and_heads(rmoe_i_run):
         'backbone.stem.weight', 'backbone.stem.bias', 'backbone.norm.weight',
         'backbone.norm.bias', 'backbone.ffn.layers.0.0.weight',
         'backbone.ffn.layers.0.0.bias', 'backbone.ffn.layers.1.weight',
-        'backbone.ffn.layers.1.bias'}
+        'backbone.ffn.layers.1.bias'
+    }
     assert roles['residual'] and all('.residual.' in n
                                      for n in roles['residual'])
     assert roles['router'] and all('.router.' in n for n in roles['router'])
@@ -126,12 +141,15 @@ def test_stage_name_is_published_in_the_message_hub(rmoe_i_run):
 def test_heads_can_be_frozen_with_the_core(tmp_path):
     recorder = Recorder()
     runner = build_toy_runner(
-        tmp_path, [dict(name='residuals_only', begin=0,
-                        frozen=['core', 'heads'])],
-        max_iters=2, extra_hooks=[recorder])
+        tmp_path,
+        [dict(name='residuals_only', begin=0, frozen=['core', 'heads'])],
+        max_iters=2,
+        extra_hooks=[recorder])
     runner.train()
-    roles = {r: [n for n, _ in named]
-             for r, named in split_parameters(runner.model).items()}
+    roles = {
+        r: [n for n, _ in named]
+        for r, named in split_parameters(runner.model).items()
+    }
     assert changed(recorder.states[0], recorder.states[2],
                    roles['core'] + roles['heads']) == set()
     assert changed(recorder.states[0], recorder.states[2],
@@ -141,9 +159,13 @@ def test_heads_can_be_frozen_with_the_core(tmp_path):
 def test_stages_by_epoch_switch_at_the_first_iteration_of_the_epoch(tmp_path):
     recorder = Recorder()
     runner = build_toy_runner(
-        tmp_path, [dict(name='intermediate', begin=0, frozen='core'),
-                   dict(name='finetune', begin=1)],
-        max_iters=2, by_epoch=True, extra_hooks=[recorder])
+        tmp_path, [
+            dict(name='intermediate', begin=0, frozen='core'),
+            dict(name='finetune', begin=1)
+        ],
+        max_iters=2,
+        by_epoch=True,
+        extra_hooks=[recorder])
     runner.train()
     iters_per_epoch = len(runner.train_dataloader)  # 64 samples / 16
     core = 'backbone.stem.weight'
@@ -168,9 +190,12 @@ def test_balance_loss_gradient_scale_follows_gradient_accumulation(tmp_path):
 
     probe = ScaleProbe()
     runner = build_toy_runner(
-        tmp_path, RMOE_I, max_iters=6, extra_hooks=[probe],
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01),
-                           accumulative_counts=4))
+        tmp_path,
+        RMOE_I,
+        max_iters=6,
+        extra_hooks=[probe],
+        optim_wrapper=dict(
+            optimizer=dict(type='AdamW', lr=0.01), accumulative_counts=4))
     runner.train()
     assert probe.seen == [0.25, 0.25, 0.25, 0.25, 0.5, 0.5]
     assert runner.model.backbone.ffn.aux_grad_scale == 1.0  # restored
@@ -188,11 +213,13 @@ def test_a_trainable_parameter_missing_from_the_optimizer_is_an_error(
 @pytest.mark.parametrize('stages, message', [
     ([], 'non-empty list'),
     ([dict(name='a', begin=1)], 'first stage must begin at 0'),
-    ([dict(name='a', begin=0), dict(name='b', begin=0)], 'strictly increasing'),
-    ([dict(name='a', begin=0), dict(name='a', begin=2)], 'unique'),
+    ([dict(name='a', begin=0),
+      dict(name='b', begin=0)], 'strictly increasing'),
+    ([dict(name='a', begin=0),
+      dict(name='a', begin=2)], 'unique'),
     ([dict(name='a', begin=0, frozen=['cores'])], 'unknown role'),
-    ([dict(name='a', begin=0, frozen=['core', 'residual', 'router',
-                                      'heads'])], 'nothing would train'),
+    ([dict(name='a', begin=0, frozen=['core', 'residual', 'router', 'heads'])
+      ], 'nothing would train'),
     ([dict(name='a', begin=0, lr=1)], 'unknown key'),
     ([dict(name='', begin=0)], 'non-empty string'),
     ([dict(name='a', begin=-1)], 'int >= 0'),
@@ -204,14 +231,15 @@ def test_impossible_schedules_raise_clear_errors(stages, message):
 
 def test_by_epoch_with_an_iteration_loop_is_an_error(tmp_path):
     runner = build_toy_runner(
-        tmp_path, [dict(name='a', begin=0, frozen='core')], max_iters=1,
+        tmp_path, [dict(name='a', begin=0, frozen='core')],
+        max_iters=1,
         stage_kwargs=dict(by_epoch=True))
     with pytest.raises(ValueError, match='epoch-based train loop'):
         runner.train()
 
 
 def test_unknown_backbone_path_is_an_error(tmp_path):
-    runner = build_toy_runner(tmp_path, RMOE_I, max_iters=1,
-                              stage_kwargs=dict(backbone='encoder'))
+    runner = build_toy_runner(
+        tmp_path, RMOE_I, max_iters=1, stage_kwargs=dict(backbone='encoder'))
     with pytest.raises(ValueError, match="no submodule 'encoder'"):
         runner.train()

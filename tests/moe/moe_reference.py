@@ -11,7 +11,7 @@ import torch
 
 
 def reference_routing(moe, tokens):
-    """(probs [N, E], gates [N, k], experts [N, k]) of a noise-free linear router."""
+    """(probs [N, E], gates [N, k], experts [N, k]): noise-free router."""
     logits = tokens @ moe.router.gate.weight.t()
     probs = torch.softmax(logits, dim=-1)
     gates, experts = torch.topk(probs, moe.top_k, dim=-1)
@@ -25,7 +25,8 @@ def reference_kept(experts, num_experts, capacity_factor):
     num_tokens, top_k = experts.shape
     capacity = None
     if capacity_factor:
-        capacity = math.ceil(capacity_factor * top_k * num_tokens / num_experts)
+        capacity = math.ceil(capacity_factor * top_k * num_tokens /
+                             num_experts)
     used = [0] * num_experts
     kept = set()
     for choice in range(top_k):
@@ -64,7 +65,7 @@ def importance_cv2(probs):
 
 
 def reference_rmoe_ffn(moe, x):
-    """(output, importance loss) of ``moe`` on ``x [..., C]``, token by token."""
+    """(output, importance loss) of ``moe`` on ``x [..., C]``, per token."""
     tokens = x.reshape(-1, moe.embed_dims)
     probs, gates, experts = reference_routing(moe, tokens)
     kept = reference_kept(experts, moe.num_experts, moe.capacity_factor)
@@ -74,7 +75,8 @@ def reference_rmoe_ffn(moe, x):
         for choice in range(moe.top_k):
             if (token, choice) not in kept:
                 continue
-            out = expert_output(moe, tokens[token], int(experts[token, choice]))
+            out = expert_output(moe, tokens[token], int(experts[token,
+                                                                choice]))
             gate = gates[token, choice]
             if moe.alignment == 'stopgrad':
                 y = y + ((1 - gate) * out).detach() + gate * out

@@ -48,13 +48,13 @@ def test_router_gets_balance_loss_gradient_with_no_caller_change(kind):
     moe = make_moe(balance_loss=kind, balance_loss_weight=0.5)
     x = torch.randn(30, C, dtype=torch.float64)
     grad = router_grad_of(lambda: (moe(x) * 0).sum(), moe)
-    torch.testing.assert_close(grad,
-                               expected_aux_router_grad(moe, x, 0.5, kind),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        grad, expected_aux_router_grad(moe, x, 0.5, kind), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize('cfg', [dict(balance_loss_weight=0.),
-                                 dict(balance_loss='none')])
+@pytest.mark.parametrize(
+    'cfg', [dict(balance_loss_weight=0.),
+            dict(balance_loss='none')])
 def test_disabled_balance_loss_adds_no_gradient(cfg):
     moe = make_moe(**cfg)
     x = torch.randn(30, C, dtype=torch.float64)
@@ -86,18 +86,18 @@ def test_two_models_in_one_process_keep_their_own_aux_grad_scale():
     first.zero_grad()
     second.zero_grad()
     (loss_first + loss_second).backward()
-    torch.testing.assert_close(first.router.gate.weight.grad, 2. * plain,
-                               rtol=1e-12, atol=0)
-    torch.testing.assert_close(second.router.gate.weight.grad, 0.5 * plain,
-                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        first.router.gate.weight.grad, 2. * plain, rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        second.router.gate.weight.grad, 0.5 * plain, rtol=1e-12, atol=0)
 
 
 def test_aux_grad_scale_follows_optim_wrapper_scale_and_accumulation():
     """Equal to the factor OptimWrapper.scale_loss puts on the main loss."""
     from mmengine.optim import OptimWrapper
     param = torch.nn.Parameter(torch.zeros(1))
-    wrapper = OptimWrapper(torch.optim.SGD([param], lr=1.),
-                           accumulative_counts=4)
+    wrapper = OptimWrapper(
+        torch.optim.SGD([param], lr=1.), accumulative_counts=4)
     wrapper.initialize_count_status(torch.nn.Linear(1, 1), 0, 10)
     for _ in range(10):  # windows of 4, 4, then the remainder 2
         loss = torch.ones(())
@@ -105,8 +105,8 @@ def test_aux_grad_scale_follows_optim_wrapper_scale_and_accumulation():
             wrapper.scale_loss(loss).item())
         wrapper._inner_count += 1
     amp_like = types.SimpleNamespace(
-        loss_scaler=types.SimpleNamespace(get_scale=lambda: 65536.,
-                                          is_enabled=lambda: True),
+        loss_scaler=types.SimpleNamespace(
+            get_scale=lambda: 65536., is_enabled=lambda: True),
         _accumulative_counts=1)
     assert aux_grad_scale_from_optim_wrapper(amp_like) == 65536.
 

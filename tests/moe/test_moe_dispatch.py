@@ -27,9 +27,8 @@ def loop_plan(expert_index, num_experts, capacity):
 def test_plan_matches_loop(top_k, capacity):
     torch.manual_seed(0)
     num_tokens, num_experts = 29, 5
-    expert_index = torch.stack([
-        torch.randperm(num_experts)[:top_k] for _ in range(num_tokens)
-    ])
+    expert_index = torch.stack(
+        [torch.randperm(num_experts)[:top_k] for _ in range(num_tokens)])
     plan = plan_dispatch(expert_index, num_experts, capacity)
     per_expert, requested = loop_plan(expert_index, num_experts, capacity)
     assert plan.counts == [len(kept) for kept in per_expert]
@@ -49,9 +48,8 @@ def test_capacity_formula():
 
 def random_plan(num_tokens=9, num_experts=3, top_k=2, capacity=4):
     torch.manual_seed(0)
-    expert_index = torch.stack([
-        torch.randperm(num_experts)[:top_k] for _ in range(num_tokens)
-    ])
+    expert_index = torch.stack(
+        [torch.randperm(num_experts)[:top_k] for _ in range(num_tokens)])
     return plan_dispatch(expert_index, num_experts, capacity)
 
 

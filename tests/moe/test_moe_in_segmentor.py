@@ -24,8 +24,12 @@ class TinyRMoEBackbone(BaseModule):
     def __init__(self, dims=16, balance_loss_weight=0.01):
         super().__init__()
         self.patch_embed = torch.nn.Conv2d(3, dims, 4, stride=4)
-        self.ffn = RMoEFFN(dims, 2 * dims, num_experts=4, gate_noise=0.,
-                           balance_loss_weight=balance_loss_weight)
+        self.ffn = RMoEFFN(
+            dims,
+            2 * dims,
+            num_experts=4,
+            gate_noise=0.,
+            balance_loss_weight=balance_loss_weight)
 
     def forward(self, x):
         x = self.patch_embed(x)
@@ -37,21 +41,31 @@ class TinyRMoEBackbone(BaseModule):
 def build_segmentor(balance_loss_weight):
     with DefaultScope.overwrite_default_scope('mmseg'):
         return EncoderDecoder(
-            backbone=dict(type='rmoe_mm_testing.TinyRMoEBackbone',
-                          balance_loss_weight=balance_loss_weight),
-            decode_head=dict(type='FCNHead', in_channels=16, channels=8,
-                             num_convs=1, num_classes=3, in_index=0,
-                             dropout_ratio=0.),
-            data_preprocessor=dict(type='SegDataPreProcessor',
-                                   mean=[0., 0., 0.], std=[255., 255., 255.],
-                                   size=(32, 32)))
+            backbone=dict(
+                type='rmoe_mm_testing.TinyRMoEBackbone',
+                balance_loss_weight=balance_loss_weight),
+            decode_head=dict(
+                type='FCNHead',
+                in_channels=16,
+                channels=8,
+                num_convs=1,
+                num_classes=3,
+                in_index=0,
+                dropout_ratio=0.),
+            data_preprocessor=dict(
+                type='SegDataPreProcessor',
+                mean=[0., 0., 0.],
+                std=[255., 255., 255.],
+                size=(32, 32)))
 
 
 def toy_batch():
     torch.manual_seed(0)
     return dict(
-        inputs=[torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-                for _ in range(2)],
+        inputs=[
+            torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+            for _ in range(2)
+        ],
         data_samples=[
             SegDataSample(
                 gt_sem_seg=PixelData(data=torch.randint(0, 3, (1, 32, 32))),
@@ -90,8 +104,8 @@ def test_balance_loss_gradient_reaches_router_in_encoder_decoder_train_step():
     aux_grad, = torch.autograd.grad(weight * importance_cv2(probs),
                                     router_weight)
     assert aux_grad.abs().max() > 1e-4
-    torch.testing.assert_close(update_with - update_without, -aux_grad,
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        update_with - update_without, -aux_grad, rtol=1e-4, atol=1e-6)
 
 
 def train_step_updates(model, data):
@@ -100,8 +114,10 @@ def train_step_updates(model, data):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1.))
     log_vars = model.train_step(data, optim_wrapper)
-    return log_vars, {n: p.detach() - before[n]
-                      for n, p in model.named_parameters()}
+    return log_vars, {
+        n: p.detach() - before[n]
+        for n, p in model.named_parameters()
+    }
 
 
 def test_loss_moe_is_logged_in_the_summed_loss_with_the_injected_gradients():
@@ -133,8 +149,8 @@ def test_loss_moe_is_logged_in_the_summed_loss_with_the_injected_gradients():
                                log_injected['loss'])
     assert update_injected['backbone.ffn.router.gate.weight'].abs().max() > 0
     for name, update in update_injected.items():
-        torch.testing.assert_close(update_as_loss[name], update, rtol=0,
-                                   atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            update_as_loss[name], update, rtol=0, atol=1e-6, msg=name)
 
     detach_loss_moe(as_loss, handle)
     assert as_loss.backbone.ffn.balance_loss_mode == 'gradient'

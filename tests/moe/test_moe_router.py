@@ -44,12 +44,12 @@ def test_linear_router_top2_gates_are_renormalised_softmax():
 
 def test_cosine_router_is_scaled_cosine_similarity():
     torch.manual_seed(0)
-    router = TopKRouter(5, 3, router_type='cosine', gate_noise=0.,
-                        cosine_proj_dims=4)
+    router = TopKRouter(
+        5, 3, router_type='cosine', gate_noise=0., cosine_proj_dims=4)
     x = torch.randn(6, 5)
     projected = router.projector(x)
-    cos = F.cosine_similarity(projected[:, None, :],
-                              router.sim_matrix.t()[None], dim=-1)
+    cos = F.cosine_similarity(
+        projected[:, None, :], router.sim_matrix.t()[None], dim=-1)
     logits = cos / 0.5  # temperature starts at 0.5
     torch.testing.assert_close(router.logits(x), logits)
     routing = router(x)

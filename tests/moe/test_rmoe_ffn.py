@@ -50,12 +50,12 @@ def make_moe(**cfg):
 def named_grads(module, loss):
     names, params = zip(*[(n, p) for n, p in module.named_parameters()
                           if p.requires_grad])
-    return dict(zip(names, torch.autograd.grad(loss, params,
-                                               allow_unused=True)))
+    return dict(
+        zip(names, torch.autograd.grad(loss, params, allow_unused=True)))
 
 
 def test_zero_residual_top1_stopgrad_equals_dense_ffn():
-    """Tolerance 1e-6 in fp32: top-1, zero residual, stopgrad is the dense FFN."""
+    """1e-6 in fp32: top-1, zero residual, stopgrad is the dense FFN."""
     torch.manual_seed(0)
     dense = FFN(32, 64, act_cfg=dict(type='GELU'))
     moe = RMoEFFN.from_dense(dense, num_experts=4, residual_std=0.)
@@ -73,8 +73,9 @@ def test_dense_checkpoint_loads_into_core_without_renaming():
     moe = RMoEFFN(C, H, num_experts=E)
     result = moe.load_state_dict(dense.state_dict(), strict=False)
     assert result.unexpected_keys == []
-    assert all(key.startswith(('residual.', 'router.'))
-               for key in result.missing_keys)
+    assert all(
+        key.startswith(('residual.', 'router.'))
+        for key in result.missing_keys)
     torch.testing.assert_close(moe.layers[1].weight, dense.layers[1].weight)
 
 
@@ -84,23 +85,27 @@ def test_dense_checkpoint_loads_into_core_without_renaming():
 def test_forward_and_backward_match_per_token_reference(
         top_k, alignment, capacity_factor, expert_path):
     """fp64, tolerance 1e-10: output and the gradient of every parameter."""
-    moe = make_moe(top_k=top_k, alignment=alignment,
-                   capacity_factor=capacity_factor, balance_loss_weight=0.3)
+    moe = make_moe(
+        top_k=top_k,
+        alignment=alignment,
+        capacity_factor=capacity_factor,
+        balance_loss_weight=0.3)
     x = torch.randn(3, 7, C, dtype=torch.float64, requires_grad=True)
     seed = torch.randn_like(x)
 
     out = moe(x)
     grads = named_grads(moe, (out * seed).sum())
     expected_out, expected_aux = reference_rmoe_ffn(moe, x)
-    expected = named_grads(moe, (expected_out * seed).sum() + 0.3 * expected_aux)
+    expected = named_grads(moe,
+                           (expected_out * seed).sum() + 0.3 * expected_aux)
 
     if capacity_factor:
         assert moe.moe_stats()['dropped'] > 0
     torch.testing.assert_close(out, expected_out, rtol=0, atol=1e-10)
     assert grads.keys() == expected.keys()
     for name in grads:
-        torch.testing.assert_close(grads[name], expected[name], rtol=0,
-                                   atol=1e-10, msg=name)
+        torch.testing.assert_close(
+            grads[name], expected[name], rtol=0, atol=1e-10, msg=name)
         assert grads[name].abs().sum() > 0, name
 
 
@@ -117,19 +122,21 @@ def test_input_gradient_matches_reference(expert_path):
 
 def test_low_rank_residual_matches_reference():
     moe = make_moe(residual_rank=2, top_k=2)
-    assert {n for n, _ in moe.residual.named_parameters()} == {
-        'fc1.weight_a', 'fc1.weight_b', 'fc1.bias', 'fc2.weight_a',
-        'fc2.weight_b', 'fc2.bias'
-    }
+    assert {n
+            for n, _ in moe.residual.named_parameters()} == {
+                'fc1.weight_a', 'fc1.weight_b', 'fc1.bias', 'fc2.weight_a',
+                'fc2.weight_b', 'fc2.bias'
+            }
     x = torch.randn(11, C, dtype=torch.float64)
     seed = torch.randn_like(x)
     grads = named_grads(moe, (moe(x) * seed).sum())
     expected_out, expected_aux = reference_rmoe_ffn(moe, x)
-    expected = named_grads(moe, (expected_out * seed).sum() + 0.01 * expected_aux)
+    expected = named_grads(moe,
+                           (expected_out * seed).sum() + 0.01 * expected_aux)
     torch.testing.assert_close(moe(x), expected_out, rtol=0, atol=1e-10)
     for name in grads:
-        torch.testing.assert_close(grads[name], expected[name], rtol=0,
-                                   atol=1e-10, msg=name)
+        torch.testing.assert_close(
+            grads[name], expected[name], rtol=0, atol=1e-10, msg=name)
 
 
 def test_stopgrad_forward_is_the_unweighted_sum_of_selected_experts():
@@ -172,8 +179,8 @@ def test_experts_without_tokens_get_zero_gradient(expert_path):
     counts = moe.moe_stats()['tokens_per_expert']
     assert sorted(counts) == [0, 0, 0, 12]
     out.sum().backward()
-    torch.testing.assert_close(out, reference_rmoe_ffn(moe, x)[0], rtol=0,
-                               atol=1e-10)
+    torch.testing.assert_close(
+        out, reference_rmoe_ffn(moe, x)[0], rtol=0, atol=1e-10)
     busy = counts.index(12)
     for expert in range(E):
         grad = moe.residual.fc1.weight.grad[expert]
@@ -206,8 +213,14 @@ def test_overflow_tokens_pass_through_identity_and_are_counted():
 @pytest.mark.parametrize('residual_rank', [None, 2])
 def test_bf16_autocast_on_cpu_runs_and_stays_close_to_fp32(residual_rank):
     torch.manual_seed(0)
-    moe = RMoEFFN(16, 32, num_experts=4, top_k=2, gate_noise=0.,
-                  residual_rank=residual_rank, residual_std=0.02)
+    moe = RMoEFFN(
+        16,
+        32,
+        num_experts=4,
+        top_k=2,
+        gate_noise=0.,
+        residual_rank=residual_rank,
+        residual_std=0.02)
     x = torch.randn(2, 24, 16, requires_grad=True)
     expected = moe(x)
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -249,17 +262,20 @@ def test_cuda_matches_per_token_reference(top_k, capacity_factor,
                                           residual_rank, monkeypatch):
     """fp32 on the GPU (TF32 off), tolerance 1e-4; then a bf16 autocast run."""
     monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
-    moe = make_moe(top_k=top_k, capacity_factor=capacity_factor,
-                   residual_rank=residual_rank).float().cuda()
+    moe = make_moe(
+        top_k=top_k,
+        capacity_factor=capacity_factor,
+        residual_rank=residual_rank).float().cuda()
     x = torch.randn(3, 7, C, device='cuda')
     seed = torch.randn_like(x)
     grads = named_grads(moe, (moe(x) * seed).sum())
     expected_out, expected_aux = reference_rmoe_ffn(moe, x)
-    expected = named_grads(moe, (expected_out * seed).sum() + 0.01 * expected_aux)
+    expected = named_grads(moe,
+                           (expected_out * seed).sum() + 0.01 * expected_aux)
     torch.testing.assert_close(moe(x), expected_out, rtol=0, atol=1e-4)
     for name in grads:
-        torch.testing.assert_close(grads[name], expected[name], rtol=0,
-                                   atol=1e-4, msg=name)
+        torch.testing.assert_close(
+            grads[name], expected[name], rtol=0, atol=1e-4, msg=name)
     with torch.autocast('cuda', dtype=torch.bfloat16):
         out = moe(x)
     out.float().sum().backward()

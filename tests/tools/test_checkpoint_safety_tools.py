@@ -21,9 +21,10 @@ from rmoe_mm.testing.malicious import PAYLOADS
 pytestmark = pytest.mark.slow  # the tools in subprocesses
 
 TOY = 'configs/toy/rmoe_swin_upernet_toy_ade20k.py'
-SCHEDULE = ['train_cfg.val_interval=100',
-            'default_hooks.checkpoint.interval=1',
-            'default_hooks.logger.interval=1', 'param_scheduler=[]']
+SCHEDULE = [
+    'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1',
+    'default_hooks.logger.interval=1', 'param_scheduler=[]'
+]
 E4 = 'model.backbone.moe_cfg.num_experts=4'
 E8 = 'model.backbone.moe_cfg.num_experts=8'
 EVIL_URL = 'https://example.invalid/models/evil.pth'
@@ -31,11 +32,14 @@ EVIL_URL = 'https://example.invalid/models/evil.pth'
 
 def run(*args, cwd=REPO_ROOT, env=None, timeout=600):
     """``python ARGS``; returns the finished process (any exit code)."""
-    path = os.pathsep.join(p for p in (str(REPO_ROOT),
-                                       os.environ.get('PYTHONPATH')) if p)
+    path = os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get('PYTHONPATH')) if p)
     full_env = dict(os.environ, PYTHONPATH=path, **(env or {}))
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run([sys.executable, *map(str, args)],
+                          cwd=cwd,
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout,
                           env=full_env)
     proc.output = proc.stdout + proc.stderr
     return proc
@@ -60,9 +64,10 @@ def e4_run(toy_ade20k_options, tmp_path_factory):
     """A 1-iteration RMoE toy run with 4 experts, started with ``--resume``
     in an empty work dir; ``(process, work_dir)``."""
     work_dir = tmp_path_factory.mktemp('e4_run')
-    proc = ok(run('tools/train.py', TOY, '--work-dir', work_dir, '--resume',
-                  '--cfg-options', *toy_ade20k_options, *SCHEDULE,
-                  'train_cfg.max_iters=1', E4))
+    proc = ok(
+        run('tools/train.py', TOY, '--work-dir', work_dir, '--resume',
+            '--cfg-options', *toy_ade20k_options, *SCHEDULE,
+            'train_cfg.max_iters=1', E4))
     return proc, work_dir
 
 
@@ -80,13 +85,15 @@ def hub(tmp_path):
 # ----------------------------------------------------- missing paths
 def test_headline_command_on_a_fresh_machine(tmp_path):
     config = REPO_ROOT / 'configs/rmoe_swin_t_upernet_ade20k.py'
-    proc = failed(run(REPO_ROOT / 'tools/train.py', config, cwd=tmp_path),
-                  'PreflightError', 'needs 2 paths that are missing',
-                  'data/ade/ADEChallengeData2016', 'docs/datasets.md',
-                  'checkpoints/swin_tiny_patch4_window7_224.pth',
-                  'docs/swin.md', TOY)
-    lines = [line for line in proc.stderr.splitlines()
-             if 'pkg_resources' not in line and '_bootstrap' not in line]
+    proc = failed(
+        run(REPO_ROOT / 'tools/train.py', config,
+            cwd=tmp_path), 'PreflightError', 'needs 2 paths that are missing',
+        'data/ade/ADEChallengeData2016', 'docs/datasets.md',
+        'checkpoints/swin_tiny_patch4_window7_224.pth', 'docs/swin.md', TOY)
+    lines = [
+        line for line in proc.stderr.splitlines()
+        if 'pkg_resources' not in line and '_bootstrap' not in line
+    ]
     assert len(lines) <= 12, proc.stderr
     assert not (tmp_path / 'work_dirs').exists()
 
@@ -105,9 +112,10 @@ def test_resume_past_an_empty_last_checkpoint(e4_run, toy_ade20k_options,
     work_dir = tmp_path / 'run'
     shutil.copytree(source, work_dir)
     (work_dir / 'last_checkpoint').write_text('')
-    proc = ok(run('tools/train.py', TOY, '--work-dir', work_dir, '--resume',
-                  '--cfg-options', *toy_ade20k_options, *SCHEDULE,
-                  'train_cfg.max_iters=2', E4))
+    proc = ok(
+        run('tools/train.py', TOY, '--work-dir', work_dir, '--resume',
+            '--cfg-options', *toy_ade20k_options, *SCHEDULE,
+            'train_cfg.max_iters=2', E4))
     assert 'last_checkpoint is empty' in proc.output
     assert f'newest intact checkpoint instead: {work_dir}/iter_1.pth' in \
         proc.output
@@ -121,8 +129,7 @@ def test_resume_with_other_expert_count_stops_before_the_optimizer(
     proc = failed(
         run('tools/train.py', TOY, '--work-dir', tmp_path, '--resume',
             source / 'iter_1.pth', '--cfg-options', *toy_ade20k_options,
-            *SCHEDULE, 'train_cfg.max_iters=2', E8),
-        'CheckpointMismatchError',
+            *SCHEDULE, 'train_cfg.max_iters=2', E8), 'CheckpointMismatchError',
         'the checkpoint has 4 experts per MoE FFN, the model 8',
         '--allow-partial-load')
     assert 'resumed epoch' not in proc.output
@@ -133,10 +140,13 @@ def test_resume_with_other_expert_count_stops_before_the_optimizer(
 def test_test_tool_refuses_other_expert_count_unless_allowed(
         e4_run, toy_ade20k_options, tmp_path):
     _, source = e4_run
-    args = ['tools/test.py', TOY, source / 'iter_1.pth', '--work-dir',
-            tmp_path, '--cfg-options', *toy_ade20k_options, E8]
-    proc = failed(run(*args), 'CheckpointMismatchError',
-                  'the checkpoint has 4 experts per MoE FFN, the model 8')
+    args = [
+        'tools/test.py', TOY, source / 'iter_1.pth', '--work-dir', tmp_path,
+        '--cfg-options', *toy_ade20k_options, E8
+    ]
+    proc = failed(
+        run(*args), 'CheckpointMismatchError',
+        'the checkpoint has 4 experts per MoE FFN, the model 8')
     assert 'aAcc:' not in proc.output
     proc = ok(run(*args, '--allow-partial-load'))
     assert 'Loading it partially because partial loads are allowed' in \
@@ -160,9 +170,15 @@ def test_load_from_other_moe_blocks_is_refused(e4_run, toy_ade20k_options,
 def test_test_tool_refuses_a_hostile_url(hub, toy_ade20k_options, tmp_path):
     env, marker = hub
     proc = failed(
-        run('tools/test.py', TOY, EVIL_URL, '--work-dir', tmp_path,
-            '--cfg-options', *toy_ade20k_options, env=env),
-        'CheckpointGlobalRefused', EVIL_URL, 'GLOBAL posix.system')
+        run('tools/test.py',
+            TOY,
+            EVIL_URL,
+            '--work-dir',
+            tmp_path,
+            '--cfg-options',
+            *toy_ade20k_options,
+            env=env), 'CheckpointGlobalRefused', EVIL_URL,
+        'GLOBAL posix.system')
     assert 'aAcc:' not in proc.output
     assert not marker.exists()
 
@@ -170,40 +186,59 @@ def test_test_tool_refuses_a_hostile_url(hub, toy_ade20k_options, tmp_path):
 def test_load_from_refuses_a_hostile_url(hub, toy_ade20k_options, tmp_path):
     env, marker = hub
     failed(
-        run('tools/train.py', TOY, '--work-dir', tmp_path, '--cfg-options',
-            *toy_ade20k_options, *SCHEDULE, 'train_cfg.max_iters=1',
-            f'load_from={EVIL_URL}', env=env),
-        'CheckpointGlobalRefused', EVIL_URL, 'GLOBAL posix.system')
+        run('tools/train.py',
+            TOY,
+            '--work-dir',
+            tmp_path,
+            '--cfg-options',
+            *toy_ade20k_options,
+            *SCHEDULE,
+            'train_cfg.max_iters=1',
+            f'load_from={EVIL_URL}',
+            env=env), 'CheckpointGlobalRefused', EVIL_URL,
+        'GLOBAL posix.system')
     assert not marker.exists()
 
 
 def test_init_cfg_refuses_a_hostile_url(hub, toy_ade20k_options, tmp_path):
     env, marker = hub
     failed(
-        run('tools/train.py', TOY, '--work-dir', tmp_path, '--cfg-options',
-            *toy_ade20k_options, *SCHEDULE, 'train_cfg.max_iters=1',
+        run('tools/train.py',
+            TOY,
+            '--work-dir',
+            tmp_path,
+            '--cfg-options',
+            *toy_ade20k_options,
+            *SCHEDULE,
+            'train_cfg.max_iters=1',
             'model.backbone.init_cfg.type=Pretrained',
-            f'model.backbone.init_cfg.checkpoint={EVIL_URL}', env=env),
-        'CheckpointGlobalRefused', EVIL_URL, 'GLOBAL posix.system')
+            f'model.backbone.init_cfg.checkpoint={EVIL_URL}',
+            env=env), 'CheckpointGlobalRefused', EVIL_URL,
+        'GLOBAL posix.system')
     assert not marker.exists()
 
 
 def test_resume_refuses_a_crafted_numpy_dtype(toy_ade20k_options, tmp_path):
     """Used to segfault (exit 139) when mmengine deep-copied the hub."""
     evil = tmp_path / 'iter_1.pth'
-    PAYLOADS['dtype with the refcount flag on float64'][0](
-        str(evil), str(tmp_path / 'marker'))
+    PAYLOADS['dtype with the refcount flag on float64'][0](str(evil),
+                                                           str(tmp_path /
+                                                               'marker'))
     failed(
         run('tools/train.py', TOY, '--work-dir', tmp_path / 'run', '--resume',
-            evil, '--cfg-options', *toy_ade20k_options, *SCHEDULE,
-            'train_cfg.max_iters=2'),
-        'CheckpointGlobalRefused', str(evil), 'numpy.dtype')
+            evil, '--cfg-options', *toy_ade20k_options,
+            *SCHEDULE, 'train_cfg.max_iters=2'), 'CheckpointGlobalRefused',
+        str(evil), 'numpy.dtype')
 
 
 def test_converter_refuses_a_hostile_url(hub, tmp_path):
     env, marker = hub
     failed(
-        run('tools/model_converters/dense_to_rmoe.py', EVIL_URL,
-            tmp_path / 'out.pth', '--config', TOY, env=env),
-        'CheckpointGlobalRefused', EVIL_URL, 'GLOBAL posix.system')
+        run('tools/model_converters/dense_to_rmoe.py',
+            EVIL_URL,
+            tmp_path / 'out.pth',
+            '--config',
+            TOY,
+            env=env), 'CheckpointGlobalRefused', EVIL_URL,
+        'GLOBAL posix.system')
     assert not marker.exists() and not (tmp_path / 'out.pth').exists()

@@ -81,33 +81,55 @@ AUX_WEIGHT = 0.01
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--shapes', nargs='+', default=list(SHAPES),
-                        choices=list(SHAPES))
-    parser.add_argument('--candidates', nargs='+', default=None,
-                        help='subset of candidates (default: all)')
-    parser.add_argument('--ranks', nargs='*', type=int, default=[64],
-                        help='low-rank RMoE candidates to add (default: 64)')
-    parser.add_argument('--repeats', type=int, default=10,
-                        help='timed steps per candidate (interleaved)')
+    parser.add_argument(
+        '--shapes', nargs='+', default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument(
+        '--candidates',
+        nargs='+',
+        default=None,
+        help='subset of candidates (default: all)')
+    parser.add_argument(
+        '--ranks',
+        nargs='*',
+        type=int,
+        default=[64],
+        help='low-rank RMoE candidates to add (default: 64)')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=10,
+        help='timed steps per candidate (interleaved)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--num-experts', type=int, default=8)
-    parser.add_argument('--threads', nargs='+', type=int, default=[1],
-                        help='torch thread counts to measure, e.g. 1 2')
-    parser.add_argument('--memory', action='store_true',
-                        help='also measure peak memory, fresh process each')
+    parser.add_argument(
+        '--threads',
+        nargs='+',
+        type=int,
+        default=[1],
+        help='torch thread counts to measure, e.g. 1 2')
+    parser.add_argument(
+        '--memory',
+        action='store_true',
+        help='also measure peak memory, fresh process each')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--device', default='cpu',
-                        help="'cpu' or 'cuda' (on CUDA the step is timed "
-                        'between synchronisations and the memory is the '
-                        'peak of torch.cuda.max_memory_allocated)')
+    parser.add_argument(
+        '--device',
+        default='cpu',
+        help="'cpu' or 'cuda' (on CUDA the step is timed "
+        'between synchronisations and the memory is the '
+        'peak of torch.cuda.max_memory_allocated)')
     parser.add_argument('--json', help='write all results to this file')
-    parser.add_argument('--keep-freed-memory', action='store_true',
-                        help="raise glibc's mmap threshold to 1 GiB (freed "
-                        'large buffers are reused instead of unmapped)')
+    parser.add_argument(
+        '--keep-freed-memory',
+        action='store_true',
+        help="raise glibc's mmap threshold to 1 GiB (freed "
+        'large buffers are reused instead of unmapped)')
     # Internal: one candidate's memory, in a child process.
-    parser.add_argument('--child-memory', nargs=2,
-                        metavar=('CANDIDATE', 'SHAPE'),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--child-memory',
+        nargs=2,
+        metavar=('CANDIDATE', 'SHAPE'),
+        help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -161,8 +183,7 @@ class SparseDispatcher:
         self._num_experts = num_experts
         sorted_experts, index_sorted_experts = torch.nonzero(gates).sort(0)
         _, self._expert_index = sorted_experts.split(1, dim=1)
-        self._batch_index = torch.nonzero(gates)[index_sorted_experts[:, 1],
-                                                 0]
+        self._batch_index = torch.nonzero(gates)[index_sorted_experts[:, 1], 0]
         self._part_sizes = (gates > 0).sum(0).tolist()
         gates_exp = gates[self._batch_index.flatten()]
         self._nonzero_gates = torch.gather(gates_exp, 1, self._expert_index)
@@ -173,8 +194,11 @@ class SparseDispatcher:
 
     def combine(self, expert_out):
         stitched = torch.cat(expert_out, 0).mul(self._nonzero_gates)
-        zeros = torch.zeros(self._gates.size(0), expert_out[-1].size(1),
-                            dtype=stitched.dtype, device=stitched.device)
+        zeros = torch.zeros(
+            self._gates.size(0),
+            expert_out[-1].size(1),
+            dtype=stitched.dtype,
+            device=stitched.device)
         return zeros.index_add(0, self._batch_index, stitched)
 
 
@@ -232,8 +256,11 @@ def init_single_process_group():
         with socket.socket() as sock:
             sock.bind(('127.0.0.1', 0))
             port = sock.getsockname()[1]
-        dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
-                                rank=0, world_size=1)
+        dist.init_process_group(
+            'gloo',
+            init_method=f'tcp://127.0.0.1:{port}',
+            rank=0,
+            world_size=1)
 
 
 def build_candidate(name, dense, num_experts, device='cpu'):
@@ -251,8 +278,8 @@ def _build_candidate(name, dense, num_experts, device):
     if match or name == 'dispatch_only':
         rank = int(match.group(1)) if match and match.group(1) else None
         cls = DispatchOnlyFFN if name == 'dispatch_only' else RMoEFFN
-        moe = cls.from_dense(dense, num_experts=num_experts,
-                             residual_rank=rank)
+        moe = cls.from_dense(
+            dense, num_experts=num_experts, residual_rank=rank)
         if match and match.group(2):
             for _, param in split_parameters(moe, backbone=None)['core']:
                 param.requires_grad_(False)
@@ -263,10 +290,14 @@ def _build_candidate(name, dense, num_experts, device):
                               'cuda' if device != 'cpu' else 'cpu')
         from deepspeed.moe.layer import MoE  # noqa: F401 (import check)
         init_single_process_group()
-        layer = MoE(hidden_size=embed_dims,
-                    expert=feedforward(embed_dims, hidden),
-                    num_experts=num_experts, ep_size=1, k=1,
-                    capacity_factor=1.25, min_capacity=4)
+        layer = MoE(
+            hidden_size=embed_dims,
+            expert=feedforward(embed_dims, hidden),
+            num_experts=num_experts,
+            ep_size=1,
+            k=1,
+            capacity_factor=1.25,
+            min_capacity=4)
 
         def forward(x):
             out, aux, _ = layer(x)
@@ -276,9 +307,13 @@ def _build_candidate(name, dense, num_experts, device):
     if name == 'pypi_moe':
         add_peers_to_path()
         from mixture_of_experts import MoE
-        layer = MoE(dim=embed_dims, num_experts=num_experts,
-                    hidden_dim=hidden, activation=nn.GELU,
-                    second_policy_train='none', second_policy_eval='none')
+        layer = MoE(
+            dim=embed_dims,
+            num_experts=num_experts,
+            hidden_dim=hidden,
+            activation=nn.GELU,
+            second_policy_train='none',
+            second_policy_eval='none')
 
         def forward(x):
             out, aux = layer(x)
@@ -371,8 +406,11 @@ def benchmark_shape(shape, names, threads, args):
     base_cpu = statistics.median(cpu['dense'])
     for name in steps:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
-        result[name] = dict(wall_ms=w * 1e3, wall_ratio=w / base_wall,
-                            cpu_ms=c * 1e3, cpu_ratio=c / base_cpu)
+        result[name] = dict(
+            wall_ms=w * 1e3,
+            wall_ratio=w / base_wall,
+            cpu_ms=c * 1e3,
+            cpu_ratio=c / base_cpu)
     return result, skipped
 
 
@@ -430,8 +468,9 @@ def child_memory(name, shape, args):
     else:
         peak = _status_kb('VmHWM')
     params = sum(p.numel() * p.element_size() for p in module.parameters())
-    print(json.dumps(dict(peak_mb=(peak - before) / 1024,
-                          params_mb=params / 2**20)))
+    print(
+        json.dumps(
+            dict(peak_mb=(peak - before) / 1024, params_mb=params / 2**20)))
 
 
 def measure_memory(shapes, names, args):
@@ -440,21 +479,25 @@ def measure_memory(shapes, names, args):
         results[shape] = {}
         for name in names:
             cmd = [
-                sys.executable, osp.abspath(__file__), '--child-memory', name,
-                shape, '--num-experts',
+                sys.executable,
+                osp.abspath(__file__), '--child-memory', name, shape,
+                '--num-experts',
                 str(args.num_experts), '--seed',
                 str(args.seed), '--device', args.device
             ]
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  env=dict(os.environ, OMP_NUM_THREADS='1'))
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, OMP_NUM_THREADS='1'))
             if proc.returncode != 0:
-                results[shape][name] = dict(
-                    skipped='failed: ' + proc.stderr.strip()[-300:])
+                results[shape][name] = dict(skipped='failed: ' +
+                                            proc.stderr.strip()[-300:])
                 continue
-            results[shape][name] = json.loads(proc.stdout.strip()
-                                              .splitlines()[-1])
-    what = ('CUDA memory allocated' if args.device != 'cpu' else
-            'resident memory')
+            results[shape][name] = json.loads(
+                proc.stdout.strip().splitlines()[-1])
+    what = ('CUDA memory allocated'
+            if args.device != 'cpu' else 'resident memory')
     print(f'\nPeak {what} of 3 training steps above the process before '
           'the layer was built (MB; fresh process each, 1 thread); params = '
           "the layer's parameters")
@@ -498,8 +541,10 @@ def main():
             print('  load average before {:.2f} {:.2f} {:.2f}, after '
                   '{:.2f} {:.2f} {:.2f}'.format(*load_before, *load_after))
             all_results['times'][f'{shape}/{threads}'] = dict(
-                result=result, skipped=skipped,
-                load_before=load_before, load_after=load_after)
+                result=result,
+                skipped=skipped,
+                load_before=load_before,
+                load_after=load_after)
     if args.memory:
         all_results['memory'] = measure_memory(args.shapes, names, args)
     if args.json:

@@ -65,25 +65,43 @@ VARIANTS = ('dense', 'rmoe', 'rmoe_frozen')
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--tasks', nargs='+', default=list(TASKS),
-                        choices=list(TASKS))
-    parser.add_argument('--size', nargs=2, type=int, default=[512, 512],
-                        metavar=('H', 'W'), help='input size (default 512)')
-    parser.add_argument('--batch', type=int, default=2,
-                        help='images per step (UperNet needs >= 2 for the '
-                        'batch norm on its 1x1 pooled maps)')
-    parser.add_argument('--repeats', type=int, default=5,
-                        help='timed steps per variant (interleaved)')
+    parser.add_argument(
+        '--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
+    parser.add_argument(
+        '--size',
+        nargs=2,
+        type=int,
+        default=[512, 512],
+        metavar=('H', 'W'),
+        help='input size (default 512)')
+    parser.add_argument(
+        '--batch',
+        type=int,
+        default=2,
+        help='images per step (UperNet needs >= 2 for the '
+        'batch norm on its 1x1 pooled maps)')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=5,
+        help='timed steps per variant (interleaved)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int, default=1)
-    parser.add_argument('--device', default='cpu',
-                        help="'cpu' or 'cuda' (timed between "
-                        'synchronisations; memory: CUDA peak allocated)')
-    parser.add_argument('--memory', action='store_true',
-                        help='also measure peak memory, fresh process each')
+    parser.add_argument(
+        '--device',
+        default='cpu',
+        help="'cpu' or 'cuda' (timed between "
+        'synchronisations; memory: CUDA peak allocated)')
+    parser.add_argument(
+        '--memory',
+        action='store_true',
+        help='also measure peak memory, fresh process each')
     parser.add_argument('--json', help='write the results to this file')
-    parser.add_argument('--child-memory', nargs=2,
-                        metavar=('TASK', 'VARIANT'), help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--child-memory',
+        nargs=2,
+        metavar=('TASK', 'VARIANT'),
+        help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -122,33 +140,43 @@ def make_batch(task, size, batch, seed=0):
     inputs, samples = [], []
     for _ in range(batch):
         inputs.append(
-            torch.randint(0, 256, (3, height, width), dtype=torch.uint8,
-                          generator=generator))
-        meta = dict(img_shape=(height, width), ori_shape=(height, width),
-                    pad_shape=(height, width), scale_factor=(1., 1.),
-                    flip=False, flip_direction=None)
+            torch.randint(
+                0,
+                256, (3, height, width),
+                dtype=torch.uint8,
+                generator=generator))
+        meta = dict(
+            img_shape=(height, width),
+            ori_shape=(height, width),
+            pad_shape=(height, width),
+            scale_factor=(1., 1.),
+            flip=False,
+            flip_direction=None)
         if task == 'upernet':
             from mmseg.structures import SegDataSample
             sample = SegDataSample(metainfo=meta)
-            sample.gt_sem_seg = PixelData(data=torch.randint(
-                0, 150, (1, height, width), generator=generator))
+            sample.gt_sem_seg = PixelData(
+                data=torch.randint(
+                    0, 150, (1, height, width), generator=generator))
         else:
             from mmdet.structures import DetDataSample
             from mmdet.structures.mask import BitmapMasks
             sample = DetDataSample(metainfo=meta)
             num = 8
-            xy = torch.rand(num, 2, generator=generator) * torch.tensor(
-                [width * 0.6, height * 0.6])
-            wh = torch.rand(num, 2, generator=generator) * torch.tensor(
-                [width * 0.35, height * 0.35]) + 16
+            xy = torch.rand(
+                num, 2, generator=generator) * torch.tensor(
+                    [width * 0.6, height * 0.6])
+            wh = torch.rand(
+                num, 2, generator=generator) * torch.tensor(
+                    [width * 0.35, height * 0.35]) + 16
             boxes = torch.cat([xy, xy + wh], 1)
             masks = torch.zeros(num, height, width, dtype=torch.uint8)
             for i, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
                 masks[i, y0:y1, x0:x1] = 1
             instances = InstanceData()
             instances.bboxes = boxes
-            instances.labels = torch.randint(0, 80, (num, ),
-                                             generator=generator)
+            instances.labels = torch.randint(
+                0, 80, (num, ), generator=generator)
             instances.masks = BitmapMasks(masks.numpy(), height, width)
             sample.gt_instances = instances
         samples.append(sample)
@@ -215,8 +243,7 @@ def benchmark_task(task, args):
     total = args.warmup + args.repeats
     for round_ in range(total):
         for variant, (model, optim_wrapper) in trainers.items():
-            step_wall, step_cpu = timed_train_step(model, optim_wrapper,
-                                                   batch)
+            step_wall, step_cpu = timed_train_step(model, optim_wrapper, batch)
             if round_ < args.warmup:
                 continue
             for part, w, c in zip(parts, step_wall, step_cpu):
@@ -229,10 +256,11 @@ def benchmark_task(task, args):
             if round_ >= args.warmup:
                 backbone[variant]['wall'].append(w)
                 backbone[variant]['cpu'].append(c)
-        print(f'  [{task}] round {round_ + 1}/{total}: step '
-              + ', '.join(f'{v} {wall[v]["step"][-1]:.2f} s'
-                          for v in VARIANTS if wall[v]['step']),
-              flush=True)
+        print(
+            f'  [{task}] round {round_ + 1}/{total}: step ' +
+            ', '.join(f'{v} {wall[v]["step"][-1]:.2f} s'
+                      for v in VARIANTS if wall[v]['step']),
+            flush=True)
     med = statistics.median
     result = {}
     for variant in VARIANTS:
@@ -243,8 +271,8 @@ def benchmark_task(task, args):
         }
     for variant in backbone:
         for clock in ('wall', 'cpu'):
-            share = med(backbone[variant][clock]) / result[variant][
-                f'step_{clock}']
+            share = med(
+                backbone[variant][clock]) / result[variant][f'step_{clock}']
             result[variant][f'backbone_share_{clock}'] = share
     params = {
         v: sum(p.numel() for p in trainers[v][0].parameters()
@@ -297,8 +325,7 @@ def child_memory(task, variant, args):
         with open('/proc/self/clear_refs', 'w') as refs:
             refs.write('5')  # reset the peak (VmHWM) to the current RSS
         before = _status_kb('VmRSS')
-    model, optim_wrapper = build_trainer(task, variant, args.size,
-                                         args.device)
+    model, optim_wrapper = build_trainer(task, variant, args.size, args.device)
     for _ in range(2):
         timed_train_step(model, optim_wrapper, batch)
     peak = torch.cuda.max_memory_allocated() / 1024 if cuda else \
@@ -345,8 +372,8 @@ def main():
         results[task] = dict(times=result, trainable_params=params)
         if args.memory:
             results[task]['peak_mb'] = measure_memory(task, args)
-        print('  load average now {:.2f} {:.2f} {:.2f}'.format(
-            *os.getloadavg()))
+        print(
+            '  load average now {:.2f} {:.2f} {:.2f}'.format(*os.getloadavg()))
     if args.json:
         with open(args.json, 'w') as out:
             json.dump(results, out, indent=1)

@@ -36,9 +36,17 @@ def write_checkpoint(path: str, arch: str) -> int:
         hub[f'train/loss_{i}'] = buffer = HistoryBuffer()
         for value in range(50):
             buffer.update(float(value))
-    torch.save({'state_dict': model.state_dict(),
-                'meta': {'seed': np.int64(0), 'iter': 400},
-                'message_hub': {'log_scalars': hub}}, path)
+    torch.save(
+        {
+            'state_dict': model.state_dict(),
+            'meta': {
+                'seed': np.int64(0),
+                'iter': 400
+            },
+            'message_hub': {
+                'log_scalars': hub
+            }
+        }, path)
     return sum(v.numel() for v in model.state_dict().values())
 
 
@@ -59,10 +67,14 @@ def main():
             with open(path, 'rb') as f:
                 prescan(f)
 
-        variants = {'torch.load': plain,
-                    'load_checkpoint_file':
-                    lambda: load_checkpoint_file(path, map_location='cpu'),
-                    'prescan': scan}
+        variants = {
+            'torch.load':
+            plain,
+            'load_checkpoint_file':
+            lambda: load_checkpoint_file(path, map_location='cpu'),
+            'prescan':
+            scan
+        }
         times = {name: [] for name in variants}
         for _ in range(args.repeats):
             for name, run in variants.items():

@@ -38,13 +38,22 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('dense_config')
     parser.add_argument('rmoe_config')
-    parser.add_argument('--repeats', type=int, default=15,
-                        help='timed iterations per variant (interleaved)')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=15,
+        help='timed iterations per variant (interleaved)')
     parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads (default: torch default)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='overrides applied to both configs')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch threads (default: torch default)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='overrides applied to both configs')
     return parser.parse_args()
 
 

@@ -17,10 +17,12 @@ Examples::
         --config configs/rmoe_swin_t_upernet_ade20k.py
 
     python tools/model_converters/dense_to_rmoe.py SRC DST --backbone-cfg \\
-        "dict(type='RMoESwinTransformer', arch='tiny', moe_cfg=dict(num_experts=4))"
+        "dict(type='RMoESwinTransformer', arch='tiny',
+              moe_cfg=dict(num_experts=4))"
 
 DST holds ``{'state_dict': ..., 'meta': {'backbone_cfg': ..., 'source': SRC}}``
-with backbone keys (``--out-prefix backbone.`` for a whole-model ``load_from``);
+with backbone keys (``--out-prefix backbone.`` for a whole-model
+``load_from``);
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` of the same backbone
 loads it back, and a backbone with other MoE settings refuses it.
 
@@ -45,7 +47,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 
 def parse_backbone_cfg(text: str) -> dict:
-    """A backbone dict from JSON, a Python dict literal or ``dict(k=v, ...)``."""
+    """A backbone dict from JSON, a dict literal or ``dict(k=v, ...)``."""
     try:
         value = json.loads(text)
     except ValueError:
@@ -67,7 +69,10 @@ def _literal(node):
             node.func.id == 'dict' and not node.args:
         return {kw.arg: _literal(kw.value) for kw in node.keywords}
     if isinstance(node, ast.Dict):
-        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+        return {
+            _literal(k): _literal(v)
+            for k, v in zip(node.keys, node.values)
+        }
     if isinstance(node, (ast.List, ast.Tuple)):
         items = [_literal(item) for item in node.elts]
         return items if isinstance(node, ast.List) else tuple(items)
@@ -75,7 +80,7 @@ def _literal(node):
 
 
 def backbone_cfg_from_config(path: str, cfg_options=None) -> dict:
-    """``model.backbone`` of an mmseg / mmdet config, after its custom imports."""
+    """``model.backbone`` of an mmseg / mmdet config (custom imports done)."""
     from mmengine.config import Config
     from mmengine.utils import import_modules_from_strings
     cfg = Config.fromfile(path)
@@ -86,8 +91,12 @@ def backbone_cfg_from_config(path: str, cfg_options=None) -> dict:
     return cfg.model.backbone.to_dict()
 
 
-def convert(src: str, dst: str, backbone_cfg: dict, prefix: str = None,
-            out_prefix: str = '', seed: int = 0) -> dict:
+def convert(src: str,
+            dst: str,
+            backbone_cfg: dict,
+            prefix: str = None,
+            out_prefix: str = '',
+            seed: int = 0) -> dict:
     """Build the backbone from ``src`` and save its state dict to ``dst``.
 
     Returns:
@@ -109,16 +118,18 @@ def convert(src: str, dst: str, backbone_cfg: dict, prefix: str = None,
     torch.manual_seed(seed)
     model = MODELS.build(cfg)
     model.init_weights()
-    state_dict = OrderedDict(
-        (out_prefix + k, v.detach().clone())
-        for k, v in model.state_dict().items())
+    state_dict = OrderedDict((out_prefix + k, v.detach().clone())
+                             for k, v in model.state_dict().items())
     meta_cfg = copy.deepcopy(backbone_cfg)
     meta_cfg.pop('init_cfg', None)
     meta_cfg.pop('pretrained', None)
     checkpoint = dict(
         state_dict=state_dict,
-        meta=dict(backbone_cfg=meta_cfg, source=str(src), seed=seed,
-                  tool='tools/model_converters/dense_to_rmoe.py'))
+        meta=dict(
+            backbone_cfg=meta_cfg,
+            source=str(src),
+            seed=seed,
+            tool='tools/model_converters/dense_to_rmoe.py'))
     if osp.dirname(dst):
         os.makedirs(osp.dirname(dst), exist_ok=True)
     torch.save(checkpoint, dst)
@@ -129,22 +140,40 @@ def parse_args(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='Convert a dense backbone checkpoint into an RMoE one.')
-    parser.add_argument('src', help='dense (or RMoE) checkpoint, any layout '
-                        'the backbone reads')
+    parser.add_argument(
+        'src',
+        help='dense (or RMoE) checkpoint, any layout '
+        'the backbone reads')
     parser.add_argument('dst', help='output RMoE checkpoint')
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--config', help='mmseg/mmdet config whose '
-                        'model.backbone is the RMoE backbone')
-    source.add_argument('--backbone-cfg', help='backbone dict: JSON, a dict '
-                        'literal or "dict(type=..., ...)"')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='overrides of the --config, key=value')
-    parser.add_argument('--prefix', default=None, help="the backbone's "
-                        "prefix in SRC (default: 'backbone.' when present)")
-    parser.add_argument('--out-prefix', default='', help="prefix of the "
-                        "saved keys, e.g. 'backbone.' for load_from")
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the residual and router init')
+    source.add_argument(
+        '--config',
+        help='mmseg/mmdet config whose '
+        'model.backbone is the RMoE backbone')
+    source.add_argument(
+        '--backbone-cfg',
+        help='backbone dict: JSON, a dict '
+        'literal or "dict(type=..., ...)"')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='overrides of the --config, key=value')
+    parser.add_argument(
+        '--prefix',
+        default=None,
+        help="the backbone's "
+        "prefix in SRC (default: 'backbone.' when present)")
+    parser.add_argument(
+        '--out-prefix',
+        default='',
+        help="prefix of the "
+        "saved keys, e.g. 'backbone.' for load_from")
+    parser.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='seed of the residual and router init')
     from rmoe_mm.engine.checkpoint_args import add_checkpoint_args
     add_checkpoint_args(parser)
     return parser.parse_args(argv)
@@ -163,9 +192,13 @@ def main(argv=None):
             if args.cfg_options:
                 raise SystemExit('--cfg-options applies to --config only')
             backbone_cfg = parse_backbone_cfg(args.backbone_cfg)
-        checkpoint = convert(args.src, args.dst, backbone_cfg,
-                             prefix=args.prefix, out_prefix=args.out_prefix,
-                             seed=args.seed)
+        checkpoint = convert(
+            args.src,
+            args.dst,
+            backbone_cfg,
+            prefix=args.prefix,
+            out_prefix=args.out_prefix,
+            seed=args.seed)
     print(f'saved {len(checkpoint["state_dict"])} tensors to {args.dst}')
 
 

@@ -11,10 +11,18 @@ finetune_iters = 400
 warmup_iters = 50
 max_iters = intermediate_iters + finetune_iters
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=warmup_iters),
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False,
-         begin=intermediate_iters, end=intermediate_iters + warmup_iters),
+    dict(
+        type='LinearLR',
+        start_factor=0.01,
+        by_epoch=False,
+        begin=0,
+        end=warmup_iters),
+    dict(
+        type='LinearLR',
+        start_factor=0.01,
+        by_epoch=False,
+        begin=intermediate_iters,
+        end=intermediate_iters + warmup_iters),
     # milestones count from `begin`
     dict(type='MultiStepLR', by_epoch=False, begin=intermediate_iters,
          end=max_iters, milestones=[300], gamma=0.1),
@@ -22,9 +30,12 @@ param_scheduler = [
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [
-    dict(type='RMoEStageHook', stages=[
-        dict(name='intermediate', begin=0, frozen=['core']),
-        dict(name='finetune', begin=intermediate_iters)]),
+    dict(
+        type='RMoEStageHook',
+        stages=[
+            dict(name='intermediate', begin=0, frozen=['core']),
+            dict(name='finetune', begin=intermediate_iters)
+        ]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]
