@@ -12,9 +12,9 @@ from rmoe_mm.registry import HOOKS, MODELS
 def rmoe_entries(registry):
     """Names of the entries that rmoe_mm put into ``registry``: its classes,
     and timm's QuickGELU, which it registers for CvT."""
-    return sorted(name for name, cls in registry.module_dict.items()
-                  if cls.__module__.startswith('rmoe_mm.')
-                  or cls is TimmQuickGELU)
+    return sorted(
+        name for name, cls in registry.module_dict.items()
+        if cls.__module__.startswith('rmoe_mm.') or cls is TimmQuickGELU)
 
 
 # Names the libraries register themselves, where their own class wins in their
@@ -52,11 +52,16 @@ def test_every_rmoe_hook_is_found_from_scope(scope):
 
 @pytest.mark.parametrize('scope', SCOPES)
 def test_config_with_custom_imports_builds_rmoe_ffn(scope):
-    cfg = Config(dict(
-        default_scope=scope,
-        custom_imports=dict(imports=['rmoe_mm'], allow_failed_imports=False),
-        layer=dict(type='RMoEFFN', embed_dims=8, feedforward_channels=16,
-                   num_experts=2)))
+    cfg = Config(
+        dict(
+            default_scope=scope,
+            custom_imports=dict(
+                imports=['rmoe_mm'], allow_failed_imports=False),
+            layer=dict(
+                type='RMoEFFN',
+                embed_dims=8,
+                feedforward_channels=16,
+                num_experts=2)))
     init_default_scope(cfg.default_scope)
     library = __import__(f'{scope}.registry', fromlist=['MODELS'])
     layer = library.MODELS.build(cfg.layer)

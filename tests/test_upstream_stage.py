@@ -92,7 +92,8 @@ def test_intermediate_stage_freezes_the_core_and_trains_residuals_routers(
     routers = [k for k in moe if '.router.' in k]
     assert residuals and routers
     assert all(inter[k].abs().sum() > 0 for k in residuals)  # from zero
-    first = load_checkpoint_file(inter_path.parent / 'iter_1.pth')['state_dict']
+    first = load_checkpoint_file(inter_path.parent /
+                                 'iter_1.pth')['state_dict']
     assert all(not torch.equal(first[k], inter[k])
                for k in residuals + routers + ['head.fc.weight'])
 

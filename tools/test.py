@@ -34,7 +34,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--work-dir', help='the dir to save the evaluation metrics (json)')
     parser.add_argument(
-        '--out', help='mmseg: directory for predicted label maps; '
+        '--out',
+        help='mmseg: directory for predicted label maps; '
         'mmdet: .pkl file for raw results; mmpretrain: .pkl file of the '
         'predictions')
     parser.add_argument('--show', action='store_true', help='show results')
@@ -43,11 +44,15 @@ def parse_args(argv=None):
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, key=value pairs (mmengine DictAction)')
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     add_checkpoint_args(parser)
     args = parser.parse_args(argv)
@@ -71,8 +76,9 @@ def library_of(cfg) -> str:
 def enable_visualization(cfg, args) -> None:
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
-        raise RuntimeError("--show/--show-dir need default_hooks.visualization="
-                           "dict(type='...VisualizationHook') in the config")
+        raise RuntimeError(
+            "--show/--show-dir need default_hooks.visualization="
+            "dict(type='...VisualizationHook') in the config")
     hook = hooks['visualization']
     library = library_of(cfg)
     # mmpretrain's VisualizationHook is switched on by `enable`, not `draw`

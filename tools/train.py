@@ -36,19 +36,30 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
         help='resume from this checkpoint; without a path, from the latest '
         'checkpoint in the work directory')
     parser.add_argument(
-        '--amp', action='store_true', default=False,
-        help='mixed precision: fp16 + dynamic loss scale on GPU, bf16 autocast on CPU')
+        '--amp',
+        action='store_true',
+        default=False,
+        help='mixed precision: fp16 + dynamic loss scale on GPU, bf16 '
+        'autocast on CPU')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, key=value pairs (mmengine DictAction)')
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
+    # --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     add_checkpoint_args(parser)
     args = parser.parse_args(argv)
@@ -67,8 +78,8 @@ def build_cfg(args):
     if args.resume is not None and args.resume != 'auto':
         cfg.resume = True
         cfg.load_from = args.resume
-    elif args.resume == 'auto' or (cfg.get('resume') and
-                                   not cfg.get('load_from')):
+    elif args.resume == 'auto' or (cfg.get('resume')
+                                   and not cfg.get('load_from')):
         found, notes = find_resume_checkpoint(cfg.work_dir)
         if found:
             cfg.resume, cfg.load_from = True, found

@@ -16,8 +16,10 @@ model = dict(
             allowed_missing=['norm0.', 'norm1.', 'extra_embed.'],
             allowed_unused=['head.'])))
 custom_hooks = [
-    dict(type='RMoEStageHook', by_epoch=True,
-         stages=[dict(name='finetune', begin=0)]),
+    dict(
+        type='RMoEStageHook',
+        by_epoch=True,
+        stages=[dict(name='finetune', begin=0)]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

@@ -7,9 +7,13 @@
 _base_ = ['./swin_t_mask_rcnn_coco_rmoe_i_downstream.py']
 
 custom_hooks = [
-    dict(type='RMoEStageHook', by_epoch=True, stages=[
-        dict(name='upstream_moe', begin=0),
-        dict(name='finetune', begin={{_base_.intermediate_epochs}})]),
+    dict(
+        type='RMoEStageHook',
+        by_epoch=True,
+        stages=[
+            dict(name='upstream_moe', begin=0),
+            dict(name='finetune', begin={{_base_.intermediate_epochs}})
+        ]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

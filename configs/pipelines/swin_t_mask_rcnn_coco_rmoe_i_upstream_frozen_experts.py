@@ -5,9 +5,15 @@
 # expert residual and router at its intermediate-stage value.
 _base_ = ['./swin_t_mask_rcnn_coco_rmoe_i_upstream.py']
 custom_hooks = [
-    dict(type='RMoEStageHook', by_epoch=True, stages=[
-        dict(name='finetune_frozen_experts', begin=0,
-             frozen=['residual', 'router'])]),
+    dict(
+        type='RMoEStageHook',
+        by_epoch=True,
+        stages=[
+            dict(
+                name='finetune_frozen_experts',
+                begin=0,
+                frozen=['residual', 'router'])
+        ]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

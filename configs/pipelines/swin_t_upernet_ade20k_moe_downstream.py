@@ -8,9 +8,12 @@
 _base_ = ['./swin_t_upernet_ade20k_rmoe_i_downstream.py']
 
 custom_hooks = [
-    dict(type='RMoEStageHook', stages=[
-        dict(name='upstream_moe', begin=0),
-        dict(name='finetune', begin={{_base_.intermediate_iters}})]),
+    dict(
+        type='RMoEStageHook',
+        stages=[
+            dict(name='upstream_moe', begin=0),
+            dict(name='finetune', begin={{_base_.intermediate_iters}})
+        ]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

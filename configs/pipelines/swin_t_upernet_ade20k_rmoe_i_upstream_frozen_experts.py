@@ -6,9 +6,14 @@
 # the rest of the backbone and the heads train.
 _base_ = ['./swin_t_upernet_ade20k_rmoe_i_upstream.py']
 custom_hooks = [
-    dict(type='RMoEStageHook', stages=[
-        dict(name='finetune_frozen_experts', begin=0,
-             frozen=['residual', 'router'])]),
+    dict(
+        type='RMoEStageHook',
+        stages=[
+            dict(
+                name='finetune_frozen_experts',
+                begin=0,
+                frozen=['residual', 'router'])
+        ]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

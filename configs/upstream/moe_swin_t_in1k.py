@@ -13,8 +13,10 @@ model = dict(
         moe_blocks=None,
         moe_cfg=dict(num_experts=8, top_k=1, residual_std=0.02)))
 custom_hooks = [
-    dict(type='RMoEStageHook', by_epoch=True,
-         stages=[dict(name='upstream_moe', begin=0)]),
+    dict(
+        type='RMoEStageHook',
+        by_epoch=True,
+        stages=[dict(name='upstream_moe', begin=0)]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

@@ -24,8 +24,7 @@ model = dict(
         moe_blocks=None,
         moe_cfg=dict(num_experts=8, top_k=1),
         init_cfg=dict(
-            type='Pretrained', checkpoint=dense_checkpoint,
-            final_norm=True)),
+            type='Pretrained', checkpoint=dense_checkpoint, final_norm=True)),
     neck=None,
     head=dict(in_channels=384, init_cfg=dict(checkpoint=dense_checkpoint)))
 optim_wrapper = dict(

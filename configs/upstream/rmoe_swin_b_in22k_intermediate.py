@@ -32,8 +32,11 @@ train_dataloader = dict(
         split='train',
         pipeline=[
             dict(type='LoadImageFromFile'),
-            dict(type='RandomResizedCrop', scale=384, backend='pillow',
-                 interpolation='bicubic'),
+            dict(
+                type='RandomResizedCrop',
+                scale=384,
+                backend='pillow',
+                interpolation='bicubic'),
             dict(type='RandomFlip', prob=0.5, direction='horizontal'),
             dict(type='PackInputs'),
         ]))
@@ -45,9 +48,14 @@ test_evaluator = None
 test_cfg = None
 intermediate_epochs = 1
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=1000),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=0,
-         end=intermediate_epochs, convert_to_iter_based=True),
+    dict(
+        type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=1000),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-5,
+        by_epoch=True,
+        begin=0,
+        end=intermediate_epochs,
+        convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=intermediate_epochs, val_interval=1000)

@@ -35,8 +35,7 @@ model = dict(
         moe_blocks=None,
         moe_cfg=dict(num_experts=8, top_k=1),
         init_cfg=dict(
-            type='Pretrained', checkpoint=dense_checkpoint,
-            final_norm=True)),
+            type='Pretrained', checkpoint=dense_checkpoint, final_norm=True)),
     head=dict(
         init_cfg=dict(
             _delete_=True, type='PretrainedHead',
@@ -44,16 +43,27 @@ model = dict(
 
 intermediate_epochs = 5
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=1,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1,
-         end=intermediate_epochs, convert_to_iter_based=True),
+    dict(
+        type='LinearLR',
+        start_factor=1e-3,
+        by_epoch=True,
+        begin=0,
+        end=1,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-5,
+        by_epoch=True,
+        begin=1,
+        end=intermediate_epochs,
+        convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=intermediate_epochs,
-                 val_interval=1)
+train_cfg = dict(by_epoch=True, max_epochs=intermediate_epochs, val_interval=1)
 custom_hooks = [
-    dict(type='RMoEStageHook', by_epoch=True, stages=[
-        dict(name='intermediate', begin=0, frozen=['core'])]),
+    dict(
+        type='RMoEStageHook',
+        by_epoch=True,
+        stages=[dict(name='intermediate', begin=0, frozen=['core'])]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

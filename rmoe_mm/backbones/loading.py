@@ -93,6 +93,7 @@ class LoadReport:
             CheckpointMismatchError: anything else is left out (unless
                 partial loads are allowed, then a WARNING).
         """
+
         def allowed(key, prefixes):
             return key.startswith(tuple(prefixes))
 
@@ -102,8 +103,7 @@ class LoadReport:
                 f'{len(self.initialised)} router / residual tensors are not '
                 'in the checkpoint (a dense checkpoint?): '
                 f'{summarise_keys(self.initialised)}')
-        missing = [k for k in self.missing
-                   if not allowed(k, allowed_missing)]
+        missing = [k for k in self.missing if not allowed(k, allowed_missing)]
         if missing:
             problems.append(f'{len(missing)} tensors of the model are not in '
                             f'the checkpoint: {summarise_keys(missing)}')
@@ -119,16 +119,19 @@ class LoadReport:
                        '\n  - '.join(problems))
             if not partial_loads_allowed():
                 raise CheckpointMismatchError(f'{message}\n{PARTIAL_HINT}')
-            print_log(f'{message}\nLoading it partially because partial '
-                      'loads are allowed.', logger=logger,
-                      level=logging.WARNING)
+            print_log(
+                f'{message}\nLoading it partially because partial '
+                'loads are allowed.',
+                logger=logger,
+                level=logging.WARNING)
             return
         print_log(
             f'Strict load of {source}: every backbone tensor loaded but '
             f'{len(self.missing)} allowed missing '
             f'({summarise_keys(self.missing)}); {len(self.ignored)} '
             f'checkpoint tensors allowed unused '
-            f'({summarise_keys(self.ignored)})', logger=logger)
+            f'({summarise_keys(self.ignored)})',
+            logger=logger)
 
 
 def _check_moe_match(model: nn.Module, state_dict: StateDict,

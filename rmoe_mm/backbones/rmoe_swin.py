@@ -30,12 +30,12 @@ from .base import RMoEBackboneMixin
 #: Swin sizes of the paper (Liu et al. 2021, Table 1).
 SWIN_SIZES: Dict[str, dict] = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
-    'small': dict(embed_dims=96, depths=(2, 2, 18, 2),
-                  num_heads=(3, 6, 12, 24)),
-    'base': dict(embed_dims=128, depths=(2, 2, 18, 2),
-                 num_heads=(4, 8, 16, 32)),
-    'large': dict(embed_dims=192, depths=(2, 2, 18, 2),
-                  num_heads=(6, 12, 24, 48)),
+    'small':
+    dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base':
+    dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    'large':
+    dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
 }
 #: Window size -> the pretraining image size of the released checkpoints.
 SWIN_WINDOWS: Dict[int, int] = {7: 224, 12: 384}
@@ -221,7 +221,8 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
         0.02) and leaves the residuals at their construction-time noise."""
         SwinTransformer.init_weights(self)
 
-    def convert_state_dict(self, state_dict: StateDict,
+    def convert_state_dict(self,
+                           state_dict: StateDict,
                            source: str = '') -> Tuple[StateDict, str]:
         """Any layout of :mod:`rmoe_mm.converters.swin` -> the mm* one."""
         state_dict, layout = convert_swin_state_dict(state_dict)
@@ -238,8 +239,9 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
         """Drop the derived buffers (recomputed from this window size) and
         resize relative-position tables to this window, as mmseg does
         (bicubic), and absolute position embeddings to this grid."""
-        recomputed = [k for k in state_dict
-                      if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS]
+        recomputed = [
+            k for k in state_dict if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS
+        ]
         for key in recomputed:
             del state_dict[key]
         own = self.state_dict()
@@ -261,6 +263,8 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
             side = math.isqrt(own_pos.shape[1])
             state_dict['absolute_pos_embed'] = resample_abs_pos_embed(
                 pos, [side, side], num_prefix_tokens=0, antialias=False)
-        model_buffers = [k for k, _ in self.named_buffers()
-                         if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS]
+        model_buffers = [
+            k for k, _ in self.named_buffers()
+            if k.rsplit('.', 1)[-1] in DERIVED_BUFFERS
+        ]
         return state_dict, sorted(set(recomputed) | set(model_buffers))

@@ -113,8 +113,7 @@ def _datasets(node, key: str) -> Iterator[Tuple[str, dict]]:
 def _dataset_docs(dataset: dict) -> str:
     root = str(dataset.get('data_root') or '')
     if 'toy_' in root:
-        kind = next((k for k in ('coco', 'imagenet') if k in root),
-                    'ade20k')
+        kind = next((k for k in ('coco', 'imagenet') if k in root), 'ade20k')
         return (f'python tools/misc/make_toy_data.py {kind} --out data '
                 '(docs/toy_data.md)')
     return ('docs/datasets.md (where the configs expect it, how to get it, '

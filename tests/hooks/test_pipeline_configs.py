@@ -21,8 +21,7 @@ from rmoe_mm.checkpoint import load_checkpoint_file
 from rmoe_mm.testing import REPO_ROOT, run_tool
 
 PIPELINES = REPO_ROOT / 'configs' / 'pipelines'
-CONFIGS = sorted(p for p in PIPELINES.rglob('*.py')
-                 if 'specs' not in p.parts)
+CONFIGS = sorted(p for p in PIPELINES.rglob('*.py') if 'specs' not in p.parts)
 # kind -> the frozen roles of each stage of its RMoEStageHook (None: dense)
 KINDS = {
     'dense': None,
@@ -44,8 +43,10 @@ def test_every_swin_task_has_every_pipeline():
     for task in ('swin_t_upernet_ade20k', 'swin_t_mask_rcnn_coco',
                  'swin_upernet_toy_ade20k', 'swin_mask_rcnn_toy_coco'):
         assert {f'{task}_{kind}' for kind in KINDS} <= names, task
-    assert {'cvt13_upernet_ade20k_rmoe_i_upstream',
-            'cvt13_mask_rcnn_coco_rmoe_i_upstream'} <= names
+    assert {
+        'cvt13_upernet_ade20k_rmoe_i_upstream',
+        'cvt13_mask_rcnn_coco_rmoe_i_upstream'
+    } <= names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
@@ -93,9 +94,9 @@ def test_pipelines_start_from_their_upstream_checkpoint(path):
         assert init.checkpoint.startswith('checkpoints/')
 
 
-@pytest.mark.parametrize('path', [p for p in CONFIGS
-                                  if p.stem.endswith('_downstream')],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    'path', [p for p in CONFIGS if p.stem.endswith('_downstream')],
+    ids=lambda p: p.stem)
 def test_finetune_stage_starts_with_its_own_warmup(path):
     cfg = Config.fromfile(path)
     hook = [h for h in cfg.custom_hooks if h['type'] == 'RMoEStageHook'][0]
@@ -125,21 +126,27 @@ def test_toy_rmoe_i_downstream_freezes_the_swin_core_then_trains_it(
         PIPELINES / 'toy' / 'swin_upernet_toy_ade20k_rmoe_i_downstream.py',
         '--work-dir', tmp_path, '--cfg-options', *toy_ade20k_options,
         f'model.backbone.init_cfg.checkpoint={dense_toy_checkpoint}',
-        'train_cfg.max_iters=4',
-        'train_cfg.val_interval=100', 'param_scheduler=[]',
-        'custom_hooks.0.stages.1.begin=2', 'default_hooks.checkpoint.interval=2',
+        'train_cfg.max_iters=4', 'train_cfg.val_interval=100',
+        'param_scheduler=[]', 'custom_hooks.0.stages.1.begin=2',
+        'default_hooks.checkpoint.interval=2',
         'default_hooks.checkpoint.max_keep_ckpts=-1',
-        'train_dataloader.batch_size=2', 'model.backbone.moe_cfg.residual_std=0.')
+        'train_dataloader.batch_size=2',
+        'model.backbone.moe_cfg.residual_std=0.')
     dense = load_checkpoint_file(dense_toy_checkpoint)['state_dict']
     at_switch, final = (
         load_checkpoint_file(Path(tmp_path) / f'iter_{i}.pth')['state_dict']
         for i in (2, 4))
-    core = [k for k in dense if k.startswith('backbone.') and
-            not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))
-            and 'relative_position_index' not in k]
+    core = [
+        k for k in dense if k.startswith('backbone.') and not k.endswith(
+            ('running_mean', 'running_var',
+             'num_batches_tracked')) and 'relative_position_index' not in k
+    ]
     residual = [k for k in final if '.residual.' in k]
-    heads = [k for k in dense if k.startswith(('decode_head.', 'auxiliary_head.'))
-             and k.endswith('.weight')]
+    heads = [
+        k for k in dense
+        if k.startswith(('decode_head.',
+                         'auxiliary_head.')) and k.endswith('.weight')
+    ]
     assert core and residual and heads
     assert [k for k in core if not torch.equal(dense[k], at_switch[k])] == []
     assert all(at_switch[k].abs().sum() > 0 for k in residual)  # from zero

@@ -92,8 +92,7 @@ def _shape_polygon(shape, cx, cy, r):
         return [(cx + (r if k % 2 == 0 else 0.45 * r) *
                  math.cos(-math.pi / 2 + math.pi * k / 5),
                  cy + (r if k % 2 == 0 else 0.45 * r) *
-                 math.sin(-math.pi / 2 + math.pi * k / 5))
-                for k in range(10)]
+                 math.sin(-math.pi / 2 + math.pi * k / 5)) for k in range(10)]
     if shape == 'cross':  # a plus sign, arms 0.7 r wide
         a = 0.35 * r
         return [(cx - a, cy - r), (cx + a, cy - r), (cx + a, cy - a),
@@ -147,18 +146,32 @@ ADE_BACKGROUND = {
     3: dict(name='floor', colour=(120, 80, 50), texture='checker'),
 }
 ADE_OBJECTS = {
-    7: dict(name='bed', shape='wide_rect', colour=(150, 60, 200),
-            texture='hstripes'),
-    8: dict(name='windowpane', shape='square', colour=(110, 200, 245),
-            texture='grid'),
-    10: dict(name='cabinet', shape='tall_rect', colour=(30, 120, 60),
-             texture='vstripes'),
-    12: dict(name='person', shape='ellipse', colour=(230, 80, 40),
-             texture='plain'),
-    36: dict(name='lamp', shape='triangle', colour=(245, 215, 40),
-             texture='dots'),
-    119: dict(name='ball', shape='circle', colour=(230, 40, 160),
-              texture='checker'),
+    7:
+    dict(
+        name='bed',
+        shape='wide_rect',
+        colour=(150, 60, 200),
+        texture='hstripes'),
+    8:
+    dict(
+        name='windowpane',
+        shape='square',
+        colour=(110, 200, 245),
+        texture='grid'),
+    10:
+    dict(
+        name='cabinet',
+        shape='tall_rect',
+        colour=(30, 120, 60),
+        texture='vstripes'),
+    12:
+    dict(
+        name='person', shape='ellipse', colour=(230, 80, 40), texture='plain'),
+    36:
+    dict(name='lamp', shape='triangle', colour=(245, 215, 40), texture='dots'),
+    119:
+    dict(
+        name='ball', shape='circle', colour=(230, 40, 160), texture='checker'),
 }
 # Classes that occur in the toy ADE20K data (indices into the 150 classes).
 TOY_ADE20K_CLASS_INDICES = tuple(sorted({**ADE_BACKGROUND, **ADE_OBJECTS}))
@@ -166,37 +179,82 @@ TOY_ADE20K_CLASS_INDICES = tuple(sorted({**ADE_BACKGROUND, **ADE_OBJECTS}))
 # COCO: object classes (in category-id order, which is also mmdet's label
 # order) on a smooth grey background; objects never overlap.
 COCO_OBJECTS = (
-    dict(id=13, name='stop sign', supercategory='outdoor', shape='octagon',
-         colour=(220, 30, 30), texture='plain'),
-    dict(id=28, name='umbrella', supercategory='accessory', shape='half_disc',
-         colour=(150, 50, 190), texture='vstripes'),
-    dict(id=37, name='sports ball', supercategory='sports', shape='circle',
-         colour=(245, 140, 20), texture='dots'),
-    dict(id=38, name='kite', supercategory='sports', shape='diamond',
-         colour=(40, 180, 60), texture='diagonal'),
-    dict(id=59, name='pizza', supercategory='food', shape='triangle',
-         colour=(235, 210, 60), texture='checker'),
-    dict(id=84, name='book', supercategory='indoor', shape='tall_rect',
-         colour=(40, 70, 200), texture='hstripes'),
+    dict(
+        id=13,
+        name='stop sign',
+        supercategory='outdoor',
+        shape='octagon',
+        colour=(220, 30, 30),
+        texture='plain'),
+    dict(
+        id=28,
+        name='umbrella',
+        supercategory='accessory',
+        shape='half_disc',
+        colour=(150, 50, 190),
+        texture='vstripes'),
+    dict(
+        id=37,
+        name='sports ball',
+        supercategory='sports',
+        shape='circle',
+        colour=(245, 140, 20),
+        texture='dots'),
+    dict(
+        id=38,
+        name='kite',
+        supercategory='sports',
+        shape='diamond',
+        colour=(40, 180, 60),
+        texture='diagonal'),
+    dict(
+        id=59,
+        name='pizza',
+        supercategory='food',
+        shape='triangle',
+        colour=(235, 210, 60),
+        texture='checker'),
+    dict(
+        id=84,
+        name='book',
+        supercategory='indoor',
+        shape='tall_rect',
+        colour=(40, 70, 200),
+        texture='hstripes'),
 )
 # ``metainfo=dict(classes=TOY_COCO_CLASSES)`` for mmdet's CocoDataset.
 TOY_COCO_CLASSES = tuple(c['name'] for c in COCO_OBJECTS)
 
 PRESETS = ('standard', 'hard')
 PALETTE = dict(
-    red=(220, 40, 40), orange=(240, 140, 30), yellow=(235, 210, 50),
-    green=(40, 170, 70), teal=(30, 160, 160), blue=(40, 80, 210),
-    purple=(150, 60, 200), pink=(230, 90, 170), brown=(130, 80, 40),
+    red=(220, 40, 40),
+    orange=(240, 140, 30),
+    yellow=(235, 210, 50),
+    green=(40, 170, 70),
+    teal=(30, 160, 160),
+    blue=(40, 80, 210),
+    purple=(150, 60, 200),
+    pink=(230, 90, 170),
+    brown=(130, 80, 40),
     grey=(130, 130, 130))
 
 # Hard ADE20K: three scene types, each a top and a bottom region.
 HARD_SCENES = (
-    ({0: dict(name='wall', colour=(200, 190, 170), texture='vstripes')},
-     {3: dict(name='floor', colour=(120, 80, 50), texture='checker')}),
-    ({2: dict(name='sky', colour=(120, 170, 230), texture='plain')},
-     {9: dict(name='grass', colour=(70, 150, 60), texture='speckle')}),
-    ({1: dict(name='building', colour=(150, 150, 160), texture='grid')},
-     {6: dict(name='road', colour=(90, 90, 95), texture='hstripes')}),
+    ({
+        0: dict(name='wall', colour=(200, 190, 170), texture='vstripes')
+    }, {
+        3: dict(name='floor', colour=(120, 80, 50), texture='checker')
+    }),
+    ({
+        2: dict(name='sky', colour=(120, 170, 230), texture='plain')
+    }, {
+        9: dict(name='grass', colour=(70, 150, 60), texture='speckle')
+    }),
+    ({
+        1: dict(name='building', colour=(150, 150, 160), texture='grid')
+    }, {
+        6: dict(name='road', colour=(90, 90, 95), texture='hstripes')
+    }),
 )
 
 
@@ -205,12 +263,11 @@ def _hard_objects():
     second class changes the colour and its third the texture, so that each
     class differs from another by a single attribute."""
     families = (('circle', 'red', 'checker'), ('square', 'blue', 'grid'),
-                ('triangle', 'yellow', 'dots'),
-                ('diamond', 'green', 'diagonal'),
-                ('ellipse', 'orange', 'plain'),
-                ('wide_rect', 'purple', 'hstripes'),
-                ('octagon', 'pink', 'rings'),
-                ('star', 'grey', 'antidiagonal'))
+                ('triangle', 'yellow', 'dots'), ('diamond', 'green',
+                                                 'diagonal'),
+                ('ellipse', 'orange', 'plain'), ('wide_rect', 'purple',
+                                                 'hstripes'),
+                ('octagon', 'pink', 'rings'), ('star', 'grey', 'antidiagonal'))
     colours = list(PALETTE)
     textures = [f[2] for f in families]
     # ADE20K indices never used by the regions or the context classes.
@@ -225,8 +282,10 @@ def _hard_objects():
         )
         for v, (col, tex) in enumerate(variants):
             objects[indices[3 * f + v]] = dict(
-                name=f'{col} {shape} {tex}', shape=shape,
-                colour=PALETTE[col], texture=tex)
+                name=f'{col} {shape} {tex}',
+                shape=shape,
+                colour=PALETTE[col],
+                texture=tex)
     return objects
 
 
@@ -234,16 +293,30 @@ HARD_OBJECTS = _hard_objects()
 # Context classes: one appearance, two classes, told apart only by where the
 # object's centre lies (top region: first class, bottom region: second).
 HARD_CONTEXT = (
-    dict(name='white cross checker', shape='cross', colour=(235, 235, 235),
-         texture='checker', top=(22, 'painting'), bottom=(28, 'rug')),
-    dict(name='black half_disc grid', shape='half_disc', colour=(25, 25, 25),
-         texture='grid', top=(43, 'signboard'), bottom=(20, 'car')),
+    dict(
+        name='white cross checker',
+        shape='cross',
+        colour=(235, 235, 235),
+        texture='checker',
+        top=(22, 'painting'),
+        bottom=(28, 'rug')),
+    dict(
+        name='black half_disc grid',
+        shape='half_disc',
+        colour=(25, 25, 25),
+        texture='grid',
+        top=(43, 'signboard'),
+        bottom=(20, 'car')),
 )
 # Classes that occur in the hard toy ADE20K (indices into the 150 classes).
-TOY_ADE20K_HARD_CLASS_INDICES = tuple(sorted(
-    {k for scene in HARD_SCENES for region in scene for k in region} |
-    set(HARD_OBJECTS) |
-    {c[side][0] for c in HARD_CONTEXT for side in ('top', 'bottom')}))
+TOY_ADE20K_HARD_CLASS_INDICES = tuple(
+    sorted({k
+            for scene in HARD_SCENES
+            for region in scene
+            for k in region} | set(HARD_OBJECTS)
+           | {c[side][0]
+              for c in HARD_CONTEXT
+              for side in ('top', 'bottom')}))
 
 # Toy ImageNet classes (appearances). Standard: the toy ADE20K and toy COCO
 # objects and four more; hard: every appearance of the hard toy ADE20K.
@@ -256,16 +329,19 @@ _EXTRA_STANDARD = (
 
 
 def _appearance(spec, name=None):
-    return dict(name=name or spec['name'], shape=spec['shape'],
-                colour=spec['colour'], texture=spec['texture'])
+    return dict(
+        name=name or spec['name'],
+        shape=spec['shape'],
+        colour=spec['colour'],
+        texture=spec['texture'])
 
 
 IMAGENET_CLASSES = dict(
-    standard=tuple(
-        [_appearance(v) for v in ADE_OBJECTS.values()] +
-        [_appearance(c) for c in COCO_OBJECTS] +
-        [_appearance(c, f"{c['shape']} {c['texture']}")
-         for c in _EXTRA_STANDARD]),
+    standard=tuple([_appearance(v) for v in ADE_OBJECTS.values()] +
+                   [_appearance(c) for c in COCO_OBJECTS] + [
+                       _appearance(c, f"{c['shape']} {c['texture']}")
+                       for c in _EXTRA_STANDARD
+                   ]),
     hard=tuple([_appearance(v) for v in HARD_OBJECTS.values()] +
                [_appearance(c) for c in HARD_CONTEXT]),
 )
@@ -292,8 +368,9 @@ def _polygon_mask(vertices, size):
 def _paint(img, mask, colour, texture, rng, jitter=15, amplitude=28):
     """Fill ``mask`` of the float image with a jittered, textured colour."""
     h, w = mask.shape
-    base = np.clip(np.asarray(colour, np.float32) +
-                   rng.uniform(-jitter, jitter, 3), 0, 255)
+    base = np.clip(
+        np.asarray(colour, np.float32) + rng.uniform(-jitter, jitter, 3), 0,
+        255)
     pattern = _texture(texture, h, w, rng)[..., None] * amplitude
     img[mask] = (base + pattern)[mask]
 
@@ -370,8 +447,7 @@ def _scene(img, label, scene, horizon, rng, jitter):
     top[:horizon] = True
     for regions, mask in zip(scene, (top, ~top)):
         (idx, spec), = regions.items()
-        _paint(img, mask, spec['colour'], spec['texture'], rng,
-               jitter=jitter)
+        _paint(img, mask, spec['colour'], spec['texture'], rng, jitter=jitter)
         if label is not None:
             label[mask] = idx + 1
 
@@ -382,8 +458,13 @@ def _hard_ade_sample(rng, size):
     img = np.zeros((size, size, 3), np.float32)
     label = np.zeros((size, size), np.uint8)
     horizon = int(rng.uniform(0.3, 0.7) * size)
-    _scene(img, label, HARD_SCENES[rng.integers(len(HARD_SCENES))], horizon,
-           rng, jitter=20)
+    _scene(
+        img,
+        label,
+        HARD_SCENES[rng.integers(len(HARD_SCENES))],
+        horizon,
+        rng,
+        jitter=20)
     if rng.random() < 0.3:
         r = rng.uniform(0.06, 0.12) * size
         cx, cy = rng.uniform(r, size - r, 2)
@@ -399,8 +480,14 @@ def _hard_ade_sample(rng, size):
         if idx is None:  # a context class: its region decides
             idx = spec['top' if cy < horizon else 'bottom'][0]
         mask = _polygon_mask(_shape_polygon(spec['shape'], cx, cy, r), size)
-        _paint(img, mask, spec['colour'], spec['texture'], rng, jitter=20,
-               amplitude=rng.uniform(20, 34))
+        _paint(
+            img,
+            mask,
+            spec['colour'],
+            spec['texture'],
+            rng,
+            jitter=20,
+            amplitude=rng.uniform(20, 34))
         label[mask] = idx + 1
     return _finish(img, rng, noise_std=8.), Image.fromarray(label)
 
@@ -430,14 +517,23 @@ def _imagenet_sample(rng, size, label, preset):
                         len(classes)]
         r = rng.uniform(0.06, 0.12) * size
         cx, cy = rng.uniform(r, size - r, 2)
-        _paint(img, _polygon_mask(_shape_polygon(other['shape'], cx, cy, r),
-                                  size), other['colour'], other['texture'],
-               rng, jitter=jitter)
+        _paint(
+            img,
+            _polygon_mask(_shape_polygon(other['shape'], cx, cy, r), size),
+            other['colour'],
+            other['texture'],
+            rng,
+            jitter=jitter)
     spec = classes[label]
     r = rng.uniform(*radius) * size
     cx, cy = rng.uniform(0.35, 0.65, 2) * size
-    _paint(img, _polygon_mask(_shape_polygon(spec['shape'], cx, cy, r), size),
-           spec['colour'], spec['texture'], rng, jitter=jitter)
+    _paint(
+        img,
+        _polygon_mask(_shape_polygon(spec['shape'], cx, cy, r), size),
+        spec['colour'],
+        spec['texture'],
+        rng,
+        jitter=jitter)
     return _finish(img, rng, noise_std=noise)
 
 
@@ -447,8 +543,8 @@ def _coco_annotation(polygon, ann_id, image_id, category_id):
     xs = [x for x, _ in polygon]
     ys = [y for _, y in polygon]
     # Shoelace area of the polygon, as COCO gives for polygon annotations.
-    area = 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i]
-                         for i in range(len(xs))))
+    area = 0.5 * abs(
+        sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
     x0, y0 = min(xs), min(ys)
     return dict(
         id=ann_id,
@@ -456,8 +552,12 @@ def _coco_annotation(polygon, ann_id, image_id, category_id):
         category_id=category_id,
         segmentation=[[v for xy in polygon for v in xy]],
         area=round(area, 2),
-        bbox=[round(x0, 2), round(y0, 2), round(max(xs) - x0, 2),
-              round(max(ys) - y0, 2)],
+        bbox=[
+            round(x0, 2),
+            round(y0, 2),
+            round(max(xs) - x0, 2),
+            round(max(ys) - y0, 2)
+        ],
         iscrowd=0)
 
 
@@ -528,8 +628,14 @@ def _mark_complete(root, meta):
     (root / META_FILE).write_text(json.dumps(dict(meta, complete=True)))
 
 
-def make_toy_imagenet(out_root, num_train=None, num_val=None, size=128,
-                      seed=0, preset='standard', force=False, verbose=False):
+def make_toy_imagenet(out_root,
+                      num_train=None,
+                      num_val=None,
+                      size=128,
+                      seed=0,
+                      preset='standard',
+                      force=False,
+                      verbose=False):
     """Write a toy ImageNet under ``out_root/toy_imagenet`` (``_hard``).
 
     Layout as mmpretrain's ``ImageNet`` / ``CustomDataset`` read it: one
@@ -559,16 +665,23 @@ def make_toy_imagenet(out_root, num_train=None, num_val=None, size=128,
     num_train, num_val = _resolve('imagenet', preset, num_train, num_val)
     _check_args(num_train, num_val, size, seed)
     root = Path(out_root) / _dir_name('imagenet', preset)
-    meta = dict(kind='imagenet', preset=preset, version=FORMAT_VERSION,
-                num_train=num_train, num_val=num_val, size=size, seed=seed)
+    meta = dict(
+        kind='imagenet',
+        preset=preset,
+        version=FORMAT_VERSION,
+        num_train=num_train,
+        num_val=num_val,
+        size=size,
+        seed=seed)
     if _prepare(root, meta, force):
         if verbose:
             print(f'{root} is complete ({meta}); skipped (--force rewrites '
                   'it)')
         return root
     classes = IMAGENET_CLASSES[preset]
-    folders = [f"{i:02d}_{c['name'].replace(' ', '_')}"
-               for i, c in enumerate(classes)]
+    folders = [
+        f"{i:02d}_{c['name'].replace(' ', '_')}" for i, c in enumerate(classes)
+    ]
     (root / 'meta').mkdir()
     (root / 'meta' / 'classes.txt').write_text('\n'.join(folders) + '\n')
     for split, num in (('train', num_train), ('val', num_val)):
@@ -589,8 +702,14 @@ def make_toy_imagenet(out_root, num_train=None, num_val=None, size=128,
     return root
 
 
-def make_toy_ade20k(out_root, num_train=None, num_val=None, size=128, seed=0,
-                    force=False, verbose=False, preset='standard'):
+def make_toy_ade20k(out_root,
+                    num_train=None,
+                    num_val=None,
+                    size=128,
+                    seed=0,
+                    force=False,
+                    verbose=False,
+                    preset='standard'):
     """Write a toy ADE20K under ``out_root/toy_ade20k`` (``_hard``).
 
     Layout as mmseg's ``ADE20KDataset`` reads it: ``images/{training,
@@ -622,8 +741,13 @@ def make_toy_ade20k(out_root, num_train=None, num_val=None, size=128, seed=0,
     _check_args(num_train, num_val, size, seed)
     root = Path(out_root) / _dir_name('ade20k', preset)
     data_root = root / 'ADEChallengeData2016'
-    meta = dict(kind='ade20k', version=FORMAT_VERSION, num_train=num_train,
-                num_val=num_val, size=size, seed=seed)
+    meta = dict(
+        kind='ade20k',
+        version=FORMAT_VERSION,
+        num_train=num_train,
+        num_val=num_val,
+        size=size,
+        seed=seed)
     if preset != 'standard':
         meta['preset'] = preset
     sample = _hard_ade_sample if preset == 'hard' else _ade_sample
@@ -650,8 +774,13 @@ def make_toy_ade20k(out_root, num_train=None, num_val=None, size=128, seed=0,
     return data_root
 
 
-def make_toy_coco(out_root, num_train=None, num_val=None, size=128, seed=0,
-                  force=False, verbose=False):
+def make_toy_coco(out_root,
+                  num_train=None,
+                  num_val=None,
+                  size=128,
+                  seed=0,
+                  force=False,
+                  verbose=False):
     """Write a toy COCO instance dataset under ``out_root/toy_coco``.
 
     ``annotations/instances_{train,val}2017.json`` hold one polygon per
@@ -679,8 +808,13 @@ def make_toy_coco(out_root, num_train=None, num_val=None, size=128, seed=0,
     num_train, num_val = _resolve('coco', 'standard', num_train, num_val)
     _check_args(num_train, num_val, size, seed)
     root = Path(out_root) / 'toy_coco'
-    meta = dict(kind='coco', version=FORMAT_VERSION, num_train=num_train,
-                num_val=num_val, size=size, seed=seed)
+    meta = dict(
+        kind='coco',
+        version=FORMAT_VERSION,
+        num_train=num_train,
+        num_val=num_val,
+        size=size,
+        seed=seed)
     if _prepare(root, meta, force):
         if verbose:
             print(f'{root} is complete ({meta}); skipped (--force rewrites '
@@ -701,15 +835,17 @@ def make_toy_coco(out_root, num_train=None, num_val=None, size=128, seed=0,
             image_id = i + 1
             file_name = f'{image_id:012d}.jpg'
             img.save(img_dir / file_name, quality=JPEG_QUALITY)
-            images.append(dict(id=image_id, file_name=file_name, width=size,
-                               height=size))
+            images.append(
+                dict(
+                    id=image_id, file_name=file_name, width=size, height=size))
             for pos, polygon in objects:
-                annotations.append(_coco_annotation(
-                    polygon, len(annotations) + 1, image_id,
-                    COCO_OBJECTS[pos]['id']))
+                annotations.append(
+                    _coco_annotation(polygon,
+                                     len(annotations) + 1, image_id,
+                                     COCO_OBJECTS[pos]['id']))
         ann = dict(
-            info=dict(description='rmoe_mm toy COCO', version='1.0',
-                      year=2017),
+            info=dict(
+                description='rmoe_mm toy COCO', version='1.0', year=2017),
             licenses=[],
             images=images,
             annotations=annotations,
@@ -727,33 +863,51 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Write synthetic ImageNet/ADE20K/COCO-layout toy '
         'datasets.')
-    parser.add_argument('dataset',
-                        choices=['imagenet', 'ade20k', 'coco', 'all'])
-    parser.add_argument('--out', default='data',
-                        help='parent directory (default: data)')
-    parser.add_argument('--preset', choices=PRESETS, default='standard',
-                        help='standard or hard (imagenet and ade20k; coco '
-                        'has the standard preset only)')
-    parser.add_argument('--num-train', type=int, default=None,
-                        help='training images (default: the preset\'s, '
-                        'e.g. 200 for the standard ADE20K and COCO)')
-    parser.add_argument('--num-val', type=int, default=None,
-                        help='validation images (default: the preset\'s)')
-    parser.add_argument('--size', type=int, default=128,
-                        help='side of the square images in pixels')
+    parser.add_argument(
+        'dataset', choices=['imagenet', 'ade20k', 'coco', 'all'])
+    parser.add_argument(
+        '--out', default='data', help='parent directory (default: data)')
+    parser.add_argument(
+        '--preset',
+        choices=PRESETS,
+        default='standard',
+        help='standard or hard (imagenet and ade20k; coco '
+        'has the standard preset only)')
+    parser.add_argument(
+        '--num-train',
+        type=int,
+        default=None,
+        help='training images (default: the preset\'s, '
+        'e.g. 200 for the standard ADE20K and COCO)')
+    parser.add_argument(
+        '--num-val',
+        type=int,
+        default=None,
+        help='validation images (default: the preset\'s)')
+    parser.add_argument(
+        '--size',
+        type=int,
+        default=128,
+        help='side of the square images in pixels')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--force', action='store_true',
-                        help='rewrite a dataset that is already complete')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='rewrite a dataset that is already complete')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    kwargs = dict(num_train=args.num_train, num_val=args.num_val,
-                  size=args.size, seed=args.seed, force=args.force,
-                  verbose=True)
-    kinds = ('imagenet', 'ade20k', 'coco') if args.dataset == 'all' else (
-        args.dataset, )
+    kwargs = dict(
+        num_train=args.num_train,
+        num_val=args.num_val,
+        size=args.size,
+        seed=args.seed,
+        force=args.force,
+        verbose=True)
+    kinds = ('imagenet', 'ade20k',
+             'coco') if args.dataset == 'all' else (args.dataset, )
     try:
         for kind in kinds:
             if (kind, args.preset) not in DEFAULT_SIZES and \

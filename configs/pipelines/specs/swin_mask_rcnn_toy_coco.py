@@ -14,8 +14,8 @@ stages = dict(
     dense=dict(config=_down + 'dense.py'),
     rmoe_d=dict(config=_down + 'rmoe_d.py'),
     rmoe_i=dict(config=_down + 'rmoe_i_upstream.py'),
-    rmoe_i_frozen_experts=dict(
-        config=_down + 'rmoe_i_upstream_frozen_experts.py'),
+    rmoe_i_frozen_experts=dict(config=_down +
+                               'rmoe_i_upstream_frozen_experts.py'),
     full_moe=dict(config=_down + 'moe_upstream.py'),
     rmoe_i_downstream=dict(config=_down + 'rmoe_i_downstream.py'),
     moe_downstream=dict(config=_down + 'moe_downstream.py'),

@@ -17,31 +17,41 @@ metrics = ['mIoU']
 stages = dict(
     # upstream: the dense pretraining behind the official checkpoint (300
     # epochs) and the full MoE's pretraining from scratch (300 epochs)
-    dense_pretrain=dict(config=_up + 'swin_t_in1k.py', shared=True,
-                        cost=_in1k),
-    moe_pretrain=dict(config=_up + 'moe_swin_t_in1k.py', shared=True,
-                      cost=_in1k),
+    dense_pretrain=dict(
+        config=_up + 'swin_t_in1k.py', shared=True, cost=_in1k),
+    moe_pretrain=dict(
+        config=_up + 'moe_swin_t_in1k.py', shared=True, cost=_in1k),
     # the paper's RMoE-I intermediate stage: 5 ImageNet-1k epochs, core frozen
     rmoe_intermediate=dict(
         config=_up + 'rmoe_swin_t_in1k_intermediate.py',
-        init_from='dense_pretrain', cost=_in1k),
+        init_from='dense_pretrain',
+        cost=_in1k),
     # downstream: 160k iterations (+ 8k for the downstream-first-stage
     # variants)
-    dense=dict(config=_down + 'dense.py', init_from='dense_pretrain',
-               cost=_ade20k),
-    rmoe_d=dict(config=_down + 'rmoe_d.py', init_from='dense_pretrain',
-                cost=_ade20k),
-    rmoe_i=dict(config=_down + 'rmoe_i_upstream.py',
-                init_from='rmoe_intermediate', cost=_ade20k),
+    dense=dict(
+        config=_down + 'dense.py', init_from='dense_pretrain', cost=_ade20k),
+    rmoe_d=dict(
+        config=_down + 'rmoe_d.py', init_from='dense_pretrain', cost=_ade20k),
+    rmoe_i=dict(
+        config=_down + 'rmoe_i_upstream.py',
+        init_from='rmoe_intermediate',
+        cost=_ade20k),
     rmoe_i_frozen_experts=dict(
         config=_down + 'rmoe_i_upstream_frozen_experts.py',
-        init_from='rmoe_intermediate', cost=_ade20k),
-    full_moe=dict(config=_down + 'moe_upstream.py', init_from='moe_pretrain',
-                  cost=_ade20k),
-    rmoe_i_downstream=dict(config=_down + 'rmoe_i_downstream.py',
-                           init_from='dense_pretrain', cost=_ade20k),
-    moe_downstream=dict(config=_down + 'moe_downstream.py',
-                        init_from='dense_pretrain', cost=_ade20k),
+        init_from='rmoe_intermediate',
+        cost=_ade20k),
+    full_moe=dict(
+        config=_down + 'moe_upstream.py',
+        init_from='moe_pretrain',
+        cost=_ade20k),
+    rmoe_i_downstream=dict(
+        config=_down + 'rmoe_i_downstream.py',
+        init_from='dense_pretrain',
+        cost=_ade20k),
+    moe_downstream=dict(
+        config=_down + 'moe_downstream.py',
+        init_from='dense_pretrain',
+        cost=_ade20k),
 )
 pipelines = dict(
     dense='dense',

@@ -19,10 +19,19 @@ model = dict(
 finetune_iters = 400
 warmup_iters = 50
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=warmup_iters),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=finetune_iters,
-         milestones=[300], gamma=0.1),
+    dict(
+        type='LinearLR',
+        start_factor=0.01,
+        by_epoch=False,
+        begin=0,
+        end=warmup_iters),
+    dict(
+        type='MultiStepLR',
+        by_epoch=False,
+        begin=0,
+        end=finetune_iters,
+        milestones=[300],
+        gamma=0.1),
 ]
 train_cfg = dict(max_iters=finetune_iters, val_interval=finetune_iters)
 default_hooks = dict(checkpoint=dict(interval=finetune_iters))

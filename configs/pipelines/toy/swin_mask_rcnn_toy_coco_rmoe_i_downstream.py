@@ -24,8 +24,13 @@ param_scheduler = [
         begin=intermediate_iters,
         end=intermediate_iters + warmup_iters),
     # milestones count from `begin`
-    dict(type='MultiStepLR', by_epoch=False, begin=intermediate_iters,
-         end=max_iters, milestones=[300], gamma=0.1),
+    dict(
+        type='MultiStepLR',
+        by_epoch=False,
+        begin=intermediate_iters,
+        end=max_iters,
+        milestones=[300],
+        gamma=0.1),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))

@@ -4,9 +4,14 @@
 # keeps every expert residual and router at its intermediate-stage value.
 _base_ = ['./swin_mask_rcnn_toy_coco_rmoe_i_upstream.py']
 custom_hooks = [
-    dict(type='RMoEStageHook', stages=[
-        dict(name='finetune_frozen_experts', begin=0,
-             frozen=['residual', 'router'])]),
+    dict(
+        type='RMoEStageHook',
+        stages=[
+            dict(
+                name='finetune_frozen_experts',
+                begin=0,
+                frozen=['residual', 'router'])
+        ]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

@@ -19,12 +19,23 @@ finetune_iters = 300
 warmup_iters = 20
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=warmup_iters),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False,
-         begin=warmup_iters, end=finetune_iters),
+    dict(
+        type='LinearLR',
+        start_factor=0.01,
+        by_epoch=False,
+        begin=0,
+        end=warmup_iters),
+    dict(
+        type='PolyLR',
+        eta_min=0.0,
+        power=1.0,
+        by_epoch=False,
+        begin=warmup_iters,
+        end=finetune_iters),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=finetune_iters,
-                 val_interval=finetune_iters)
+train_cfg = dict(
+    type='IterBasedTrainLoop',
+    max_iters=finetune_iters,
+    val_interval=finetune_iters)
 default_hooks = dict(checkpoint=dict(interval=finetune_iters))
 custom_hooks = [dict(type='IterationSeedHook')]

@@ -36,8 +36,8 @@ param_scheduler = [
         begin=intermediate_iters + warmup_iters,
         end=max_iters),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=max_iters)
+train_cfg = dict(
+    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [
     dict(

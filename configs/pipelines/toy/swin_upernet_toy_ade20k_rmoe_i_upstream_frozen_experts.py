@@ -5,9 +5,14 @@
 # the core, neck and heads train.
 _base_ = ['./swin_upernet_toy_ade20k_rmoe_i_upstream.py']
 custom_hooks = [
-    dict(type='RMoEStageHook', stages=[
-        dict(name='finetune_frozen_experts', begin=0,
-             frozen=['residual', 'router'])]),
+    dict(
+        type='RMoEStageHook',
+        stages=[
+            dict(
+                name='finetune_frozen_experts',
+                begin=0,
+                frozen=['residual', 'router'])
+        ]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]

@@ -28,16 +28,25 @@ max_iters = 100
 warmup_iters = 10
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=warmup_iters),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False,
-         begin=warmup_iters, end=max_iters),
+    dict(
+        type='LinearLR',
+        start_factor=0.01,
+        by_epoch=False,
+        begin=0,
+        end=warmup_iters),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-5,
+        by_epoch=False,
+        begin=warmup_iters,
+        end=max_iters),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [
-    dict(type='RMoEStageHook', stages=[
-        dict(name='intermediate', begin=0, frozen=['core'])]),
+    dict(
+        type='RMoEStageHook',
+        stages=[dict(name='intermediate', begin=0, frozen=['core'])]),
     dict(type='MoEStatsHook'),
     dict(type='IterationSeedHook'),
 ]
