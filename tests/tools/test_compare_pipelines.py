@@ -3,7 +3,8 @@
 The run test compares 2 pipelines (dense, RMoE-D) x 2 seeds of the toy
 ADE20K spec at its smallest (2 iterations per stage, 64 px toy data): 5
 tools/train.py processes (the shared dense pretraining once), about a
-minute on 2 CPU cores.
+minute on 2 idle CPU cores (marked slow), then ``--report-only`` with a
+seed that has no runs.
 """
 import json
 
@@ -60,6 +61,7 @@ def test_every_pretrained_checkpoint_of_a_model_is_found():
     ]
 
 
+@pytest.mark.slow  # five tools/train.py processes
 def test_two_pipelines_two_seeds_write_json_and_png(tmp_path, toy_data_tool):
     data = tmp_path / 'data'
     common = {
@@ -116,3 +118,13 @@ def test_two_pipelines_two_seeds_write_json_and_png(tmp_path, toy_data_tool):
                      '--pipelines', 'dense', '--seeds', '0', '--work-dir',
                      work_dir, '--data-root', data)
     assert 'reused' in again.stdout and 'iter' not in again.stdout
+    # --report-only runs nothing and names the seeds a pipeline lacks
+    report = run_tool('tools/analysis/compare_pipelines.py', spec,
+                      '--pipelines', 'dense', 'rmoe_d', '--seeds', '0', '1',
+                      '2', '--work-dir', work_dir, '--report-only')
+    assert 'iter' not in report.stdout
+    assert 'dense: no result for seed(s) 2' in report.stdout
+    out = json.loads((work_dir / 'comparison.json').read_text())
+    assert out['pipelines']['dense']['seeds'] == [0, 1]
+    assert out['pipelines']['dense']['missing_seeds'] == [2]
+    assert len(out['pipelines']['rmoe_d']['metrics']['mIoU']['values']) == 2

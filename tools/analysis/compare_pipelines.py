@@ -10,7 +10,9 @@ pipeline and which checkpoint each starts from. Every stage runs as
 with the first seed, under ``W/<stage>/shared``), its whole output in
 ``console.log`` there; the console shows one progress line per run
 (iteration, ETA, loss). A run whose ``result.json`` exists is reused (unless
-``--rerun``), so an interrupted comparison continues where it stopped. The
+``--rerun``), so an interrupted comparison continues where it stopped;
+``--report-only`` runs nothing and summarises the runs that exist, naming
+the seeds each pipeline lacks. The
 metric of a pipeline is the validation metric its last stage reports at its
 last iteration.
 
@@ -76,6 +78,11 @@ def parse_args(argv=None):
         action='store_true',
         help='run every stage again, even one whose '
         'result.json exists')
+    parser.add_argument(
+        '--report-only',
+        action='store_true',
+        help='run nothing: table, JSON and PNG of the runs whose '
+        'result.json exists (each pipeline over the seeds it has)')
     parser.add_argument('--title', default=None, help='title of the PNG')
     parser.add_argument(
         '--cfg-options',
@@ -214,6 +221,17 @@ def format_option(value):
     return json.dumps(value, separators=(',', ':'))
 
 
+def collect_stage(spec, stage, seed, args, results):
+    """The result of ``stage`` for ``seed`` if it ran, else None."""
+    key = run_key(spec, stage, seed)
+    result_file = osp.join(
+        run_dir(args.work_dir, spec, stage, seed), 'result.json')
+    if key not in results and osp.exists(result_file):
+        with open(result_file) as f:
+            results[key] = json.load(f)
+    return results.get(key)
+
+
 def run_stage(spec, stage, seed, args, env, results):
     """Run ``stage`` for ``seed`` (and what it starts from) unless done."""
     key = run_key(spec, stage, seed)
@@ -267,10 +285,16 @@ def run_stage(spec, stage, seed, args, env, results):
 
 # --------------------------------------------------------------- summary
 def summarise(spec, pipelines, seeds, results, metric_keys):
+    """Per pipeline: metrics over the seeds whose whole chain ran
+    (``seeds``), and the ``missing_seeds``."""
     summary = {}
     for name in pipelines:
         chain = spec.chain(name)
-        last = [results[run_key(spec, chain[-1], s)] for s in seeds]
+        done = [
+            s for s in seeds if all(
+                run_key(spec, stage, s) in results for stage in chain)
+        ]
+        last = [results[run_key(spec, chain[-1], s)] for s in done]
         metrics = {}
         for key in metric_keys:
             values = [r['metrics'].get(key) for r in last]
@@ -281,15 +305,15 @@ def summarise(spec, pipelines, seeds, results, metric_keys):
                 mean=statistics.mean(values),
                 std=statistics.stdev(values) if len(values) > 1 else 0.,
                 values=values)
-        own = [
-            results[run_key(spec, s, seed)] for s in chain for seed in seeds
-        ]
+        own = [results[run_key(spec, s, seed)] for s in chain for seed in done]
         summary[name] = dict(
             stages=chain,
+            seeds=done,
+            missing_seeds=[s for s in seeds if s not in done],
             metrics=metrics,
             seconds_per_seed=[
                 sum(results[run_key(spec, s, seed)]['seconds'] for s in chain)
-                for seed in seeds
+                for seed in done
             ],
             runs=sorted({r['work_dir']
                          for r in own}))
@@ -299,8 +323,8 @@ def summarise(spec, pipelines, seeds, results, metric_keys):
 def print_table(summary, metric_keys):
     """Mean +- std per pipeline and metric; 3 decimals for metrics in [0, 1]
     (COCO AP), 2 for percentages (mIoU)."""
-    head = f'{"pipeline":<24}' + ''.join(f'{k:>24}' for k in metric_keys) + \
-        '   values per seed'
+    head = f'{"pipeline":<24}{"seeds":>6}' + ''.join(
+        f'{k:>24}' for k in metric_keys) + '   values per seed'
     print('\n' + head + '\n' + '-' * len(head))
     for name, s in summary.items():
         cells = ''
@@ -313,7 +337,12 @@ def print_table(summary, metric_keys):
             d = 3 if max(abs(v) for v in m['values']) <= 1 else 2
             cells += f'{m["mean"]:>15.{d}f} +- {m["std"]:>5.{d}f}'
             per_seed.append(', '.join(f'{v:.{d}f}' for v in m['values']))
-        print(f'{name:<24}{cells}   {" | ".join(per_seed)}')
+        print(f'{name:<24}{len(s["seeds"]):>6}{cells}   '
+              f'{" | ".join(per_seed)}')
+    for name, s in summary.items():
+        if s['missing_seeds']:
+            print(f'{name}: no result for seed(s) '
+                  f'{", ".join(map(str, s["missing_seeds"]))}')
 
 
 def plot(summary, spec, results, metric_keys, path, title):
@@ -426,7 +455,8 @@ def main(argv=None):
         for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
             env[var] = str(args.threads)
     os.makedirs(args.work_dir, exist_ok=True)
-    make_data(spec, args.data_root)
+    if not args.report_only:
+        make_data(spec, args.data_root)
     stages = {s for p in pipelines for s in spec.chain(p)}
     shared = sum(spec.stages[s]['shared'] for s in stages)
     print(f'{len(pipelines)} pipelines x {len(args.seeds)} seeds from '
@@ -437,7 +467,10 @@ def main(argv=None):
     for seed in args.seeds:
         for name in pipelines:
             for stage in spec.chain(name):
-                run_stage(spec, stage, seed, args, env, results)
+                if args.report_only:
+                    collect_stage(spec, stage, seed, args, results)
+                else:
+                    run_stage(spec, stage, seed, args, env, results)
     summary = summarise(spec, pipelines, args.seeds, results, metric_keys)
     wall = time.time() - start
     print_table(summary, metric_keys)
