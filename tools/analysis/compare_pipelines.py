@@ -335,7 +335,9 @@ def print_table(summary, metric_keys):
                 cells += f'{"-":>24}'
                 continue
             d = 3 if max(abs(v) for v in m['values']) <= 1 else 2
-            cells += f'{m["mean"]:>15.{d}f} +- {m["std"]:>5.{d}f}'
+            std = f'{m["std"]:>5.{d}f}' if len(m['values']) > 1 else \
+                f'{"n/a":>5}'  # one seed: no spread measured
+            cells += f'{m["mean"]:>15.{d}f} +- {std}'
             per_seed.append(', '.join(f'{v:.{d}f}' for v in m['values']))
         print(f'{name:<24}{len(s["seeds"]):>6}{cells}   '
               f'{" | ".join(per_seed)}')
