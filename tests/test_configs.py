@@ -15,9 +15,9 @@ from rmoe_mm.moe import RMoEFFN
 from rmoe_mm.testing import (CONFIG_DIR, build_model, head_channels,
                              one_step_runner)
 
-CONFIGS = sorted(p.relative_to(CONFIG_DIR).as_posix()
-                 for p in CONFIG_DIR.rglob('*.py')
-                 if '_base_' not in p.parts)
+CONFIGS = sorted(
+    p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob('*.py')
+    if '_base_' not in p.parts and 'specs' not in p.parts)
 
 # Full-size RMoE Swin configs: (embed_dims, depths, window) of the backbone
 # and the neck / decode-head input channels it must feed.
@@ -36,8 +36,10 @@ RMOE_SWIN = {
 
 def test_config_list_covers_the_swin_configs():
     assert set(RMOE_SWIN) <= set(CONFIGS)
-    assert {'toy/rmoe_swin_upernet_toy_ade20k.py',
-            'toy/rmoe_swin_mask_rcnn_toy_coco.py'} <= set(CONFIGS)
+    assert {
+        'toy/rmoe_swin_upernet_toy_ade20k.py',
+        'toy/rmoe_swin_mask_rcnn_toy_coco.py'
+    } <= set(CONFIGS)
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -57,8 +59,9 @@ def test_config_builds_its_model(name):
     assert [len(stage.blocks) for stage in backbone.stages] == depths
     assert backbone.stages[0].blocks[0].attn.window_size == window
     assert head_channels(model)[-1] == backbone.num_features[-1]
-    moe = [[i for i, b in enumerate(stage.blocks) if isinstance(b.ffn, RMoEFFN)]
-           for stage in backbone.stages]
+    moe = [[
+        i for i, b in enumerate(stage.blocks) if isinstance(b.ffn, RMoEFFN)
+    ] for stage in backbone.stages]
     assert moe == [[], [], list(range(1, depths[2], 2)), [1]]
     assert backbone.stages[3].blocks[1].ffn.num_experts == 8
     del model
@@ -76,8 +79,10 @@ def test_rmoe_swin_toy_config_trains_a_step(name, data, request, tmp_path):
     before = {n: p.detach().clone() for n, p in ffn.named_parameters()}
     runner.train()
     assert math.isfinite(runner.message_hub.get_scalar('train/loss').current())
-    changed = {n for n, p in ffn.named_parameters()
-               if not torch.equal(p, before[n])}
+    changed = {
+        n
+        for n, p in ffn.named_parameters() if not torch.equal(p, before[n])
+    }
     # core, residuals and router all take the step (the router through its
     # gate value and the injected balance-loss gradient)
     assert {'layers.0.0.weight', 'residual.fc1.weight',

@@ -11,6 +11,8 @@ from rmoe_mm.testing import REPO_ROOT, TOY_NUM_TRAIN, TOY_NUM_VAL, TOY_SIZE
 
 ADE_CFG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'toy_ade20k.py'
 COCO_CFG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'toy_coco.py'
+IMAGENET_CFG = REPO_ROOT / 'configs' / '_base_' / 'datasets' / \
+    'toy_imagenet.py'
 SPLITS = (('training', TOY_NUM_TRAIN), ('validation', TOY_NUM_VAL))
 
 
@@ -24,13 +26,14 @@ def _files(root):
 def _box_mean(img, k=7):
     """Mean over a k x k window (edge-padded), an independent texture blur."""
     pad = k // 2
-    padded = np.pad(img.astype(np.float64), ((pad, pad), (pad, pad), (0, 0)),
-                    mode='edge')
+    padded = np.pad(
+        img.astype(np.float64), ((pad, pad), (pad, pad), (0, 0)), mode='edge')
     c = padded.cumsum(0).cumsum(1)
     c = np.pad(c, ((1, 0), (1, 0), (0, 0)))
     h, w = img.shape[:2]
     return (c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] +
-            c[:h, :w]) / (k * k)
+            c[:h, :w]) / (
+                k * k)
 
 
 def _nearest_colour_accuracy(image, label, colours):
@@ -51,18 +54,21 @@ def _nearest_colour_accuracy(image, label, colours):
 # Generator behaviour (numpy + PIL only).
 # ---------------------------------------------------------------------------
 
+KINDS = [('ade20k', {}), ('coco', {}), ('imagenet', {}),
+         ('ade20k', dict(preset='hard')), ('imagenet', dict(preset='hard'))]
 
-@pytest.mark.parametrize('kind', ['ade20k', 'coco'])
-def test_same_seed_gives_identical_files(tmp_path, toy_data_tool, kind):
+
+@pytest.mark.parametrize('kind,kwargs', KINDS)
+def test_same_seed_gives_identical_files(tmp_path, toy_data_tool, kind,
+                                         kwargs):
     make = getattr(toy_data_tool, f'make_toy_{kind}')
-    a = make(tmp_path / 'a', num_train=3, num_val=2, size=48, seed=7)
-    b = make(tmp_path / 'b', num_train=3, num_val=2, size=48, seed=7)
+    a = make(tmp_path / 'a', num_train=3, num_val=2, size=48, seed=7, **kwargs)
+    b = make(tmp_path / 'b', num_train=3, num_val=2, size=48, seed=7, **kwargs)
     assert _files(a) == _files(b)
 
 
 @pytest.mark.parametrize('kind', ['ade20k', 'coco'])
-def test_different_seed_gives_different_images(tmp_path, toy_data_tool,
-                                               kind):
+def test_different_seed_gives_different_images(tmp_path, toy_data_tool, kind):
     make = getattr(toy_data_tool, f'make_toy_{kind}')
     a = _files(make(tmp_path / 'a', num_train=2, num_val=1, size=48, seed=0))
     b = _files(make(tmp_path / 'b', num_train=2, num_val=1, size=48, seed=1))
@@ -127,10 +133,117 @@ def test_ade20k_class_is_predictable_from_colour(tmp_path, toy_data_tool):
     for p in sorted((root / 'images' / 'validation').iterdir()):
         image = np.asarray(Image.open(p))
         label = np.asarray(
-            Image.open(root / 'annotations' / 'validation' /
-                       f'{p.stem}.png'))
+            Image.open(root / 'annotations' / 'validation' / f'{p.stem}.png'))
         correct.append(_nearest_colour_accuracy(image, label, colours))
     assert np.mean(correct) >= 0.93
+
+
+def _hard_colours(tool):
+    colours = {}
+    for scene in tool.HARD_SCENES:
+        for region in scene:
+            colours.update({i + 1: s['colour'] for i, s in region.items()})
+    colours.update({i + 1: s['colour'] for i, s in tool.HARD_OBJECTS.items()})
+    for context in tool.HARD_CONTEXT:
+        for side in ('top', 'bottom'):
+            colours[context[side][0] + 1] = context['colour']
+    return colours
+
+
+def _object_pixel_accuracy(root, colours, objects):
+    """Nearest-colour accuracy on the pixels of ``objects`` only."""
+    values = np.array(sorted(colours))
+    table = np.array([colours[v] for v in values], np.float64)
+    scores = []
+    for p in sorted((root / 'images' / 'validation').iterdir()):
+        image = np.asarray(Image.open(p))
+        label = np.asarray(
+            Image.open(root / 'annotations' / 'validation' / f'{p.stem}.png'))
+        dist = ((_box_mean(image)[..., None, :] - table)**2).sum(-1)
+        keep = np.isin(label, objects)
+        scores.append((values[dist.argmin(-1)][keep] == label[keep]).mean())
+    return np.mean(scores)
+
+
+def test_hard_ade20k_objects_are_not_told_apart_by_colour(
+        tmp_path, toy_data_tool):
+    """Object pixels by nearest class colour: the standard preset's objects
+    have one colour each (measured 0.93-0.94 for seeds 0-1), the hard
+    preset's share colours between classes (0.38-0.45 for seeds 0-2): shape,
+    texture and context are needed. Tolerance: standard >= 0.85, hard
+    <= 0.6."""
+    tool = toy_data_tool
+    std = tool.make_toy_ade20k(tmp_path / 's', 1, 6, 128, seed=0)
+    specs = {**tool.ADE_BACKGROUND, **tool.ADE_OBJECTS}
+    assert _object_pixel_accuracy(std, {
+        i + 1: s['colour']
+        for i, s in specs.items()
+    }, [i + 1 for i in tool.ADE_OBJECTS]) >= 0.85
+    hard = tool.make_toy_ade20k(
+        tmp_path / 'h', 1, 6, 128, seed=0, preset='hard')
+    objects = [i + 1 for i in tool.HARD_OBJECTS] + [
+        c[s][0] + 1 for c in tool.HARD_CONTEXT for s in ('top', 'bottom')
+    ]
+    assert _object_pixel_accuracy(hard, _hard_colours(tool), objects) <= 0.6
+
+
+def test_hard_ade20k_labels_and_layout(tmp_path, toy_data_tool):
+    tool = toy_data_tool
+    root = tool.make_toy_ade20k(tmp_path, 6, 2, 64, seed=1, preset='hard')
+    assert root == tmp_path / 'toy_ade20k_hard' / 'ADEChallengeData2016'
+    seen = set()
+    for p in (root / 'annotations' / 'training').iterdir():
+        seen |= set(np.unique(np.asarray(Image.open(p))).tolist())
+    allowed = {0} | {i + 1 for i in tool.TOY_ADE20K_HARD_CLASS_INDICES}
+    assert seen <= allowed and len(seen) >= 12
+    assert len(tool.TOY_ADE20K_HARD_CLASS_INDICES) == 34
+
+
+def test_hard_classes_differ_pairwise_by_one_attribute(toy_data_tool):
+    """Each family of three hard classes shares a shape; the second differs
+    from the first by colour only, the third by texture only."""
+    specs = list(toy_data_tool.HARD_OBJECTS.values())
+    assert len(specs) == 24
+    keys = ('shape', 'colour', 'texture')
+    assert len({tuple(map(str, (s[k] for k in keys))) for s in specs}) == 24
+    for first, second, third in zip(specs[0::3], specs[1::3], specs[2::3]):
+        assert [k for k in keys if first[k] != second[k]] == ['colour']
+        assert [k for k in keys if first[k] != third[k]] == ['texture']
+
+
+def test_imagenet_layout_is_mmpretrain_s(tmp_path, toy_data_tool):
+    root = toy_data_tool.make_toy_imagenet(tmp_path, 20, 16, 48, seed=0)
+    assert root == tmp_path / 'toy_imagenet'
+    classes = (root / 'meta' / 'classes.txt').read_text().split()
+    assert len(classes) == len(toy_data_tool.IMAGENET_CLASSES['standard'])
+    for split, num in (('train', 20), ('val', 16)):
+        lines = (root / 'meta' / f'{split}.txt').read_text().splitlines()
+        assert len(lines) == num
+        for i, line in enumerate(lines):
+            path, label = line.split()
+            assert int(label) == i % len(classes)
+            assert path.split('/')[0] == classes[int(label)]
+            assert (root / split / path).is_file()
+
+
+def test_mmpretrain_reads_the_toy_imagenet(tmp_path, toy_data_tool):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import DATASETS
+    from mmpretrain.utils import register_all_modules
+    root = toy_data_tool.make_toy_imagenet(
+        tmp_path, 20, 16, 48, seed=0, preset='hard')
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(str(IMAGENET_CFG))
+    assert cfg.data_root == 'data/toy_imagenet'
+    dataset_cfg = cfg.train_dataloader.dataset
+    dataset_cfg.data_root = str(root)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        dataset = DATASETS.build(dataset_cfg)
+    assert len(dataset) == 20
+    sample = dataset[3]
+    assert tuple(sample['inputs'].shape) == (3, 128, 128)  # crop size
+    assert sample['data_samples'].gt_label.item() == 3
 
 
 def _load_coco(root, split):
@@ -153,8 +266,8 @@ def test_coco_annotations_are_consistent(toy_coco_root, toy_data_tool):
     coco = _load_coco(toy_coco_root, 'train')
     image_ids = {im['id'] for im in coco['images']}
     cat_ids = [c['id'] for c in coco['categories']]
-    assert [c['name'] for c in coco['categories']] == list(
-        toy_data_tool.TOY_COCO_CLASSES)
+    assert [c['name'] for c in coco['categories']
+            ] == list(toy_data_tool.TOY_COCO_CLASSES)
     assert cat_ids == sorted(cat_ids)
     anns = coco['annotations']
     assert len({a['id'] for a in anns}) == len(anns)
@@ -168,7 +281,9 @@ def test_coco_annotations_are_consistent(toy_coco_root, toy_data_tool):
         x, y, w, h = a['bbox']
         np.testing.assert_allclose(
             [x, y, x + w, y + h],
-            [xs.min(), ys.min(), xs.max(), ys.max()], atol=0.02)
+            [xs.min(), ys.min(), xs.max(),
+             ys.max()],
+            atol=0.02)
         assert 0 <= x and x + w <= TOY_SIZE and 0 <= y and y + h <= TOY_SIZE
         assert 0 < a['area'] <= w * h + 0.01  # both rounded to 0.01
 
@@ -194,14 +309,16 @@ def test_coco_pixels_inside_polygons_have_the_class_colour(
     names = {c['id']: c['name'] for c in coco['categories']}
     colours = {s['name']: s['colour'] for s in toy_data_tool.COCO_OBJECTS}
     files = {im['id']: im['file_name'] for im in coco['images']}
-    assert {names[a['category_id']] for a in coco['annotations']} == set(
-        toy_data_tool.TOY_COCO_CLASSES)  # i % 6 first objects cover all
+    assert {
+        names[a['category_id']]
+        for a in coco['annotations']
+    } == set(toy_data_tool.TOY_COCO_CLASSES)  # i % 6 first objects cover all
     for a in coco['annotations']:
         image = np.asarray(Image.open(root / 'val2017' / files[a['image_id']]))
         canvas = Image.new('L', (96, 96), 0)
         poly = a['segmentation'][0]
-        ImageDraw.Draw(canvas).polygon(list(zip(poly[0::2], poly[1::2])),
-                                       fill=1)
+        ImageDraw.Draw(canvas).polygon(
+            list(zip(poly[0::2], poly[1::2])), fill=1)
         mask = np.asarray(canvas, bool)
         mean = image[mask].mean(0)
         target = np.array(colours[names[a['category_id']]])
@@ -247,13 +364,33 @@ def test_bad_arguments_are_refused(tmp_path, toy_data_tool, kwargs, match):
         toy_data_tool.make_toy_ade20k(tmp_path, **args)
 
 
-def test_cli_writes_both_datasets(tmp_path, toy_data_tool, capsys):
-    toy_data_tool.main(['all', '--out', str(tmp_path), '--num-train', '2',
-                        '--num-val', '1', '--size', '40', '--seed', '5'])
+def test_cli_writes_every_dataset(tmp_path, toy_data_tool, capsys):
+    toy_data_tool.main([
+        'all', '--out',
+        str(tmp_path), '--num-train', '2', '--num-val', '1', '--size', '40',
+        '--seed', '5'
+    ])
     ade = tmp_path / 'toy_ade20k' / 'ADEChallengeData2016'
     assert len(list((ade / 'images' / 'training').iterdir())) == 2
     assert len(_load_coco(tmp_path / 'toy_coco', 'val')['images']) == 1
+    assert len((tmp_path / 'toy_imagenet' / 'meta' /
+                'train.txt').read_text().splitlines()) == 2
     assert str(toy_data_tool.TOY_COCO_CLASSES) in capsys.readouterr().out
+
+
+def test_cli_hard_preset_skips_coco(tmp_path, toy_data_tool, capsys):
+    toy_data_tool.main([
+        'all', '--preset', 'hard', '--out',
+        str(tmp_path), '--num-train', '2', '--num-val', '1', '--size', '40'
+    ])
+    assert (tmp_path / 'toy_ade20k_hard').is_dir()
+    assert (tmp_path / 'toy_imagenet_hard').is_dir()
+    assert not (tmp_path / 'toy_coco').exists()
+    assert 'no hard preset' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match='no preset'):
+        toy_data_tool.main(
+            ['coco', '--preset', 'hard', '--out',
+             str(tmp_path)])
 
 
 def test_coco_config_classes_match_generator(toy_data_tool):
@@ -299,8 +436,8 @@ def _build(scope, cfg):
 
 
 def test_mmseg_val_sample_gt_is_png_minus_one(toy_ade20k_root):
-    dataset = _build('mmseg', _dataset_cfg(ADE_CFG, 'val_dataloader',
-                                           toy_ade20k_root))
+    dataset = _build('mmseg',
+                     _dataset_cfg(ADE_CFG, 'val_dataloader', toy_ade20k_root))
     assert len(dataset) == TOY_NUM_VAL
     assert len(dataset.metainfo['classes']) == 150
     sample = dataset[0]
@@ -312,41 +449,45 @@ def test_mmseg_val_sample_gt_is_png_minus_one(toy_ade20k_root):
 
 def test_mmseg_train_sample_is_a_crop_with_toy_labels(toy_ade20k_root,
                                                       toy_data_tool):
-    dataset = _build('mmseg', _dataset_cfg(ADE_CFG, 'train_dataloader',
-                                           toy_ade20k_root))
+    dataset = _build(
+        'mmseg', _dataset_cfg(ADE_CFG, 'train_dataloader', toy_ade20k_root))
     assert len(dataset) == TOY_NUM_TRAIN
     crop = runpy.run_path(str(ADE_CFG))['crop_size']
     sample = dataset[1]
-    assert tuple(sample['inputs'].shape) == (3, *crop)
+    # RandomResize draws the scale from numpy's global state: a 64 px toy
+    # image resized by less than 2 gives a crop smaller than crop_size
+    channels, height, width = sample['inputs'].shape
+    assert channels == 3 and height <= crop[0] and width <= crop[1]
     gt = sample['data_samples'].gt_sem_seg.data
-    assert tuple(gt.shape[-2:]) == tuple(crop)
+    assert tuple(gt.shape[-2:]) == (height, width)
     allowed = {255, *toy_data_tool.TOY_ADE20K_CLASS_INDICES}
     assert set(gt.unique().tolist()) <= allowed
 
 
 def test_mmdet_reads_boxes_and_labels_from_json(toy_coco_root, toy_data_tool):
-    dataset = _build('mmdet', _dataset_cfg(COCO_CFG, 'train_dataloader',
-                                           toy_coco_root))
+    dataset = _build('mmdet',
+                     _dataset_cfg(COCO_CFG, 'train_dataloader', toy_coco_root))
     assert len(dataset) == TOY_NUM_TRAIN  # nothing filtered
     assert dataset.metainfo['classes'] == toy_data_tool.TOY_COCO_CLASSES
     coco = _load_coco(toy_coco_root, 'train')
     names = {c['id']: c['name'] for c in coco['categories']}
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)
-        anns = [a for a in coco['annotations']
-                if a['image_id'] == info['img_id']]
+        anns = [
+            a for a in coco['annotations'] if a['image_id'] == info['img_id']
+        ]
         assert len(info['instances']) == len(anns)
         for inst, a in zip(info['instances'], anns):
             x, y, w, h = a['bbox']
             assert inst['bbox'] == pytest.approx([x, y, x + w, y + h])
-            assert toy_data_tool.TOY_COCO_CLASSES[
-                inst['bbox_label']] == names[a['category_id']]
+            assert toy_data_tool.TOY_COCO_CLASSES[inst['bbox_label']] == names[
+                a['category_id']]
             assert inst['mask'] == a['segmentation']
 
 
 def test_mmdet_train_sample_has_one_mask_per_object(toy_coco_root):
-    dataset = _build('mmdet', _dataset_cfg(COCO_CFG, 'train_dataloader',
-                                           toy_coco_root))
+    dataset = _build('mmdet',
+                     _dataset_cfg(COCO_CFG, 'train_dataloader', toy_coco_root))
     sample = dataset[0]
     gt = sample['data_samples'].gt_instances
     num = len(dataset.get_data_info(0)['instances'])
@@ -369,16 +510,25 @@ def test_coco_metric_scores_ground_truth_as_perfect(toy_coco_root,
     names = {c['id']: c['name'] for c in api.dataset['categories']}
     for img_id in api.getImgIds():
         anns = api.loadAnns(api.getAnnIds(imgIds=[img_id]))
-        boxes = [[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
-                  a['bbox'][1] + a['bbox'][3]] for a in anns]
-        labels = [toy_data_tool.TOY_COCO_CLASSES.index(
-            names[a['category_id']]) for a in anns]
+        boxes = [[
+            a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
+            a['bbox'][1] + a['bbox'][3]
+        ] for a in anns]
+        labels = [
+            toy_data_tool.TOY_COCO_CLASSES.index(names[a['category_id']])
+            for a in anns
+        ]
         masks = np.stack([api.annToMask(a) for a in anns]).astype(bool)
-        metric.process({}, [dict(
-            img_id=img_id, ori_shape=(TOY_SIZE, TOY_SIZE),
-            pred_instances=dict(
-                bboxes=torch.tensor(boxes), scores=torch.ones(len(anns)),
-                labels=torch.tensor(labels), masks=torch.from_numpy(masks)))])
+        metric.process({}, [
+            dict(
+                img_id=img_id,
+                ori_shape=(TOY_SIZE, TOY_SIZE),
+                pred_instances=dict(
+                    bboxes=torch.tensor(boxes),
+                    scores=torch.ones(len(anns)),
+                    labels=torch.tensor(labels),
+                    masks=torch.from_numpy(masks)))
+        ])
     result = metric.evaluate(size=TOY_NUM_VAL)
     assert result['coco/bbox_mAP'] == pytest.approx(1.0, abs=1e-3)
     assert result['coco/segm_mAP'] == pytest.approx(1.0, abs=1e-3)

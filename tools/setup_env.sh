@@ -3,7 +3,8 @@
 #
 # Creates (or reuses) a virtual environment, installs torch, builds mmcv 2.1.0
 # with its ops from source once and caches the wheel, installs mmengine, mmseg,
-# mmdet, timm and the test tools, then installs this checkout in editable mode.
+# mmdet, mmpretrain, timm and the test tools, then installs this checkout in
+# editable mode.
 # A second run only checks and skips. Prints the venv path on its last line.
 #
 # Environment:
@@ -90,8 +91,10 @@ if ! mmcv_ok; then
 fi
 
 # ---- OpenMMLab stack, timm, test and lint tools (mmcv is already satisfied) ----
-if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 flake8==5.0.4 isort==5.11.5 yapf==0.43.0 || ! "$PY" -c "import pytest, ftfy, regex, pycocotools; from timm.layers.activations import QuickGELU" 2>/dev/null; then
-  log "installing mmengine, mmsegmentation, mmdet, timm and test requirements"
+# mmpretrain 1.2.0 (the upstream classification stage) asks for mmcv only in
+# its [mim] extra, so it leaves the mmcv built above alone.
+if ! have mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 mmpretrain==1.2.0 flake8==5.0.4 isort==5.11.5 yapf==0.43.0 || ! "$PY" -c "import pytest, ftfy, regex, pycocotools, matplotlib; from timm.layers.activations import QuickGELU" 2>/dev/null; then
+  log "installing mmengine, mmsegmentation, mmdet, mmpretrain, timm and test requirements"
   "${PIP[@]}" install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 fi
 mmcv_ok || { log "mmcv $MMCV_VERSION is installed but 'import mmcv.ops' fails:"; "$PY" -c "import mmcv.ops" || true; exit 1; }

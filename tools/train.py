@@ -1,10 +1,11 @@
-"""Train a segmentor or detector (mmseg / mmdet 3.x command line).
+"""Train a segmentor, detector or classifier (mmseg / mmdet / mmpretrain CLI).
 
     python tools/train.py CONFIG [--work-dir W] [--resume [CKPT]] [--amp]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
         [--trust-checkpoint PATH] [--allow-partial-load]
 
-Works for ``default_scope='mmseg'`` and ``'mmdet'`` configs alike. Importing
+Works for ``default_scope='mmseg'``, ``'mmdet'`` and ``'mmpretrain'``
+configs alike (the upstream classification stage is mmpretrain's). Importing
 ``rmoe_mm`` routes every checkpoint load through its safe loader, so
 ``--resume`` and ``load_from`` work on torch >= 2.6 without unpickling
 arbitrary objects. Before the runner is built, the config's data and
@@ -30,23 +31,35 @@ from rmoe_mm.engine.resume import build_runner_noting, find_resume_checkpoint
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a segmentor or detector')
+    parser = argparse.ArgumentParser(
+        description='Train a segmentor, detector or classifier')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
         help='resume from this checkpoint; without a path, from the latest '
         'checkpoint in the work directory')
     parser.add_argument(
-        '--amp', action='store_true', default=False,
-        help='mixed precision: fp16 + dynamic loss scale on GPU, bf16 autocast on CPU')
+        '--amp',
+        action='store_true',
+        default=False,
+        help='mixed precision: fp16 + dynamic loss scale on GPU, bf16 '
+        'autocast on CPU')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, key=value pairs (mmengine DictAction)')
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
+    # --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     add_checkpoint_args(parser)
     args = parser.parse_args(argv)
@@ -65,8 +78,8 @@ def build_cfg(args):
     if args.resume is not None and args.resume != 'auto':
         cfg.resume = True
         cfg.load_from = args.resume
-    elif args.resume == 'auto' or (cfg.get('resume') and
-                                   not cfg.get('load_from')):
+    elif args.resume == 'auto' or (cfg.get('resume')
+                                   and not cfg.get('load_from')):
         found, notes = find_resume_checkpoint(cfg.work_dir)
         if found:
             cfg.resume, cfg.load_from = True, found

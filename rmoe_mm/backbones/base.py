@@ -23,6 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from rmoe_mm.classification import move_final_norm
 from rmoe_mm.converters.common import StateDict, extract_backbone_state_dict
 from rmoe_mm.moe.config import MoEConfig
 from rmoe_mm.moe.placement import convert_ffn_to_moe
@@ -114,7 +115,9 @@ class RMoEBackboneMixin:
     def init_weights(self) -> None:
         """From scratch as the dense family does, or from a checkpoint:
         ``init_cfg=dict(type='Pretrained', checkpoint=PATH[,
-        prefix='backbone.'])``, see :meth:`load_pretrained`."""
+        prefix='backbone.'][, final_norm=True][, strict=True,
+        allowed_missing=(...), allowed_unused=(...)])``, see
+        :meth:`load_pretrained`."""
         init_cfg = self.init_cfg
         if init_cfg is None:
             self.init_from_scratch()
@@ -126,24 +129,43 @@ class RMoEBackboneMixin:
                 f'{type(self).__name__} supports init_cfg=None or '
                 "dict(type='Pretrained', checkpoint=...), got "
                 f'{init_cfg}')
-        self.load_pretrained(
-            init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
+        strict = init_cfg.get('strict', False)
+        if not strict and ('allowed_missing' in init_cfg
+                           or 'allowed_unused' in init_cfg):
+            raise ValueError('init_cfg allowed_missing / allowed_unused '
+                             f'need strict=True, got {init_cfg}')
+        report = self.load_pretrained(
+            init_cfg['checkpoint'],
+            prefix=init_cfg.get('prefix'),
+            final_norm=init_cfg.get('final_norm', False))
+        if strict:
+            report.enforce_complete(
+                init_cfg.get('allowed_missing', ()),
+                init_cfg.get('allowed_unused', ()))
 
     def load_pretrained(self,
                         checkpoint: str,
-                        prefix: Optional[str] = None) -> LoadReport:
+                        prefix: Optional[str] = None,
+                        final_norm: bool = False) -> LoadReport:
         """Load a dense or RMoE checkpoint file of any layout the family
         reads.
 
         Dense checkpoints fill everything but the residuals and routers,
         which keep their init; an RMoE checkpoint must match the MoE blocks
         and settings. Keys the backbone has no place for (classifier, final
-        norm) are reported as ignored.
+        norm) are reported as ignored. ``init_cfg`` ``strict=True`` then
+        refuses anything left out beyond its ``allowed_missing`` /
+        ``allowed_unused`` key prefixes
+        (:meth:`~.loading.LoadReport.enforce_complete`).
 
         Args:
             checkpoint: path or URL of the checkpoint.
             prefix: the backbone's prefix in a whole-model checkpoint; by
                 default ``backbone.`` is used when present.
+            final_norm: load the checkpoint's final norm (official ``norm``,
+                after the last stage) into the last stage's output norm, as
+                a classifier needs (mmseg and mmdet leave it out;
+                :func:`rmoe_mm.classification.move_final_norm`).
 
         Returns:
             LoadReport: what was loaded, initialised and ignored (also
@@ -160,6 +182,8 @@ class RMoEBackboneMixin:
         state_dict, ignored = extract_backbone_state_dict(ckpt, prefix)
         state_dict, layout = self.convert_state_dict(
             state_dict, source=str(checkpoint))
+        if final_norm:
+            state_dict = move_final_norm(state_dict, self.final_norm_name())
         state_dict, recomputed = self.fit_state_dict(state_dict)
         return load_rmoe_state_dict(
             self,
@@ -168,6 +192,16 @@ class RMoEBackboneMixin:
             layout=layout,
             ignored=ignored,
             recomputed=recomputed)
+
+    def final_norm_name(self) -> str:
+        """The last stage's output norm: a classifier's final norm."""
+        name = f'norm{len(self.stages) - 1}'
+        if not hasattr(self, name):
+            raise ValueError(
+                f'init_cfg final_norm=True loads the final norm into {name}, '
+                'but this backbone has none: put the last stage in '
+                'out_indices')
+        return name
 
     # ------------------------------------------------------ family hooks
     def convert_state_dict(self,

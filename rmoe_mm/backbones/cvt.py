@@ -77,8 +77,12 @@ class ConvEmbed(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-5),
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size,
-                              stride=stride, padding=padding)
+        self.proj = nn.Conv2d(
+            in_channels,
+            embed_dims,
+            kernel_size,
+            stride=stride,
+            padding=padding)
         self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -120,13 +124,18 @@ class ConvProjection(BaseModule):
                              f'got {method!r}')
         self.method = method
         if method == 'dw_bn':
-            self.conv = nn.Conv2d(channels, channels, kernel_size,
-                                  stride=stride, padding=padding,
-                                  groups=channels, bias=False)
+            self.conv = nn.Conv2d(
+                channels,
+                channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                groups=channels,
+                bias=False)
             self.bn = build_norm_layer(norm_cfg, channels)[1]
         elif method == 'avg':
-            self.pool = nn.AvgPool2d(kernel_size, stride=stride,
-                                     padding=padding, ceil_mode=True)
+            self.pool = nn.AvgPool2d(
+                kernel_size, stride=stride, padding=padding, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``[B, C, H, W]`` to tokens ``[B, H'*W', C]``."""
@@ -212,8 +221,8 @@ class ConvAttention(BaseModule):
         return x.reshape(batch, tokens, self.num_heads,
                          channels // self.num_heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor,
-                hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int,
+                                                       int]) -> torch.Tensor:
         """Attend over tokens ``[B, (1 +) H*W, C]`` of an ``hw_shape`` map."""
         if self.with_cls_token:
             cls_token, x = x[:, :1], x[:, 1:]
@@ -227,7 +236,9 @@ class ConvAttention(BaseModule):
         k = self._split_heads(self.proj_k(k))
         v = self._split_heads(self.proj_v(v))
         x = F.scaled_dot_product_attention(
-            q, k, v,
+            q,
+            k,
+            v,
             dropout_p=self.attn_drop_rate if self.training else 0.,
             scale=self.scale)
         x = x.transpose(1, 2).flatten(2)
@@ -269,8 +280,8 @@ class CvTBlock(BaseModule):
         super().__init__(init_cfg)
         self.with_cp = with_cp
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.attn = ConvAttention(embed_dims, num_heads,
-                                  proj_drop_rate=drop_rate, **attn_kwargs)
+        self.attn = ConvAttention(
+            embed_dims, num_heads, proj_drop_rate=drop_rate, **attn_kwargs)
         self.drop_path = build_dropout(
             dict(type='DropPath', drop_prob=drop_path_rate))
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
@@ -283,8 +294,8 @@ class CvTBlock(BaseModule):
             dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
             add_identity=True)
 
-    def forward(self, x: torch.Tensor,
-                hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int,
+                                                       int]) -> torch.Tensor:
 
         def _inner_forward(x):
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
@@ -337,22 +348,29 @@ class CvTStage(BaseModule):
         if with_cls_token:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
         self.blocks = ModuleList([
-            CvTBlock(embed_dims, num_heads, drop_path_rate=drop_path_rates[i],
-                     norm_cfg=norm_cfg, with_cls_token=with_cls_token,
-                     **block_kwargs) for i in range(depth)
+            CvTBlock(
+                embed_dims,
+                num_heads,
+                drop_path_rate=drop_path_rates[i],
+                norm_cfg=norm_cfg,
+                with_cls_token=with_cls_token,
+                **block_kwargs) for i in range(depth)
         ])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``[B, C_in, H, W]`` to the stage output ``[B, C, H', W']``."""
+    def forward(self, x: torch.Tensor, return_cls_token: bool = False):
+        """Map ``[B, C_in, H, W]`` to the stage output ``[B, C, H', W']``
+        (and, with ``return_cls_token``, the cls token ``[B, C]``)."""
         x, hw_shape = self.patch_embed(x)
         if self.with_cls_token:
             cls_token = self.cls_token.expand(x.shape[0], -1, -1)
             x = torch.cat((cls_token, x), dim=1)
         for block in self.blocks:
             x = block(x, hw_shape)
+        cls_token = None
         if self.with_cls_token:
-            x = x[:, 1:]
-        return _tokens_to_map(x, hw_shape)
+            cls_token, x = x[:, 0], x[:, 1:]
+        x = _tokens_to_map(x, hw_shape)
+        return (x, cls_token) if return_cls_token else x
 
 
 def _drop_path_rates(drop_path_rate: Union[float, Sequence[float]],
@@ -364,16 +382,18 @@ def _drop_path_rates(drop_path_rate: Union[float, Sequence[float]],
     e.g. ``(0., 0., 0.1)`` for CvT-13).
     """
     if isinstance(drop_path_rate, (int, float)):
-        rates = torch.linspace(0, drop_path_rate, sum(depths),
-                               device='cpu').tolist()
+        rates = torch.linspace(
+            0, drop_path_rate, sum(depths), device='cpu').tolist()
         splits = [sum(depths[:i]) for i in range(len(depths) + 1)]
         return [rates[splits[i]:splits[i + 1]] for i in range(len(depths))]
     if len(drop_path_rate) != len(depths):
         raise ValueError(f'drop_path_rate has {len(drop_path_rate)} values '
                          f'but there are {len(depths)} stages; give a float '
                          'or one value per stage')
-    return [torch.linspace(0, rate, depth, device='cpu').tolist()
-            for rate, depth in zip(drop_path_rate, depths)]
+    return [
+        torch.linspace(0, rate, depth, device='cpu').tolist()
+        for rate, depth in zip(drop_path_rate, depths)
+    ]
 
 
 @MODELS.register_module()
@@ -444,22 +464,34 @@ class CvT(RMoEBackboneMixin, BaseModule):
             Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=...)`` loads an official, transformers or rmoe_mm CvT
-            checkpoint; None initialises as the official code does.
-            Defaults to None.
+            checkpoint (``final_norm=True`` also loads its final norm into
+            the last output norm, for classifiers); None initialises as the
+            official code does. Defaults to None.
+        out_type (str): ``'featmap'``: feature maps of ``out_indices``;
+            ``'cls_token'``: the last stage's normalised cls token ``[B, C]``
+            only, the official CvT classifier's input (needs the last stage
+            to carry a cls token, ``out_indices=(2,)`` and ``out_norm``).
+            Defaults to ``'featmap'``.
     """
 
     family = 'CvT'
     checkpoint_doc = 'docs/cvt.md'
     #: Official presets (``'cvt-13'`` ... are accepted too).
     arch_zoo = {
-        '13': dict(embed_dims=(64, 192, 384), depths=(1, 2, 10),
-                   num_heads=(1, 3, 6)),
-        '21': dict(embed_dims=(64, 192, 384), depths=(1, 4, 16),
-                   num_heads=(1, 3, 6)),
-        'w24': dict(embed_dims=(192, 768, 1024), depths=(2, 2, 20),
-                    num_heads=(3, 12, 16)),
+        '13':
+        dict(
+            embed_dims=(64, 192, 384), depths=(1, 2, 10), num_heads=(1, 3, 6)),
+        '21':
+        dict(
+            embed_dims=(64, 192, 384), depths=(1, 4, 16), num_heads=(1, 3, 6)),
+        'w24':
+        dict(
+            embed_dims=(192, 768, 1024),
+            depths=(2, 2, 20),
+            num_heads=(3, 12, 16)),
     }
     EXTRA_LEVELS = ('conv', 'pool', None)
+    OUT_TYPES = ('featmap', 'cls_token')
 
     def __init__(self,
                  arch: Union[str, Dict] = '13',
@@ -488,17 +520,21 @@ class CvT(RMoEBackboneMixin, BaseModule):
                  with_cp: bool = False,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 out_type: str = 'featmap'):
         super().__init__(init_cfg)
         arch_cfg = self.arch_preset(arch)
         self.embed_dims = list(arch_cfg['embed_dims'])
         self.depths = list(arch_cfg['depths'])
         self.num_heads = list(arch_cfg['num_heads'])
         num_stages = len(self.depths)
-        per_stage = dict(patch_sizes=patch_sizes, patch_strides=patch_strides,
-                         patch_paddings=patch_paddings,
-                         with_cls_token=with_cls_token,
-                         embed_dims=self.embed_dims, num_heads=self.num_heads)
+        per_stage = dict(
+            patch_sizes=patch_sizes,
+            patch_strides=patch_strides,
+            patch_paddings=patch_paddings,
+            with_cls_token=with_cls_token,
+            embed_dims=self.embed_dims,
+            num_heads=self.num_heads)
         for name, values in per_stage.items():
             if len(values) != num_stages:
                 raise ValueError(f'{name} has {len(values)} values but the '
@@ -507,13 +543,25 @@ class CvT(RMoEBackboneMixin, BaseModule):
             raise ValueError('extra_level must be one of '
                              f'{self.EXTRA_LEVELS}, got {extra_level!r}')
         num_levels = num_stages + (extra_level is not None)
-        out_indices = list(range(num_levels) if out_indices is None else
-                           out_indices)
+        out_indices = list(
+            range(num_levels) if out_indices is None else out_indices)
         for index in out_indices:
             if not 0 <= index < num_levels:
                 raise ValueError(
                     f'out_indices holds {index}, but the backbone has '
                     f'{num_levels} levels (extra_level={extra_level!r})')
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got '
+                             f'{out_type!r}')
+        if out_type == 'cls_token' and (list(out_indices) != [num_stages - 1]
+                                        or not with_cls_token[-1]
+                                        or not out_norm):
+            raise ValueError(
+                "out_type='cls_token' needs out_indices=(2,) (the last "
+                'stage only), a cls token in the last stage and out_norm; '
+                f'got out_indices={tuple(out_indices)}, with_cls_token='
+                f'{tuple(with_cls_token)}, out_norm={out_norm}')
+        self.out_type = out_type
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in -1..{num_stages}, got '
                              f'{frozen_stages}')
@@ -554,18 +602,22 @@ class CvT(RMoEBackboneMixin, BaseModule):
                     proj_norm_cfg=proj_norm_cfg))
             channels = self.embed_dims[i]
         if extra_level == 'conv':
-            self.extra_embed = ConvEmbed(channels, channels, kernel_size=3,
-                                         stride=2, padding=1,
-                                         norm_cfg=norm_cfg)
-        self.out_channels = self.embed_dims + [channels] * (num_levels -
-                                                            num_stages)
+            self.extra_embed = ConvEmbed(
+                channels,
+                channels,
+                kernel_size=3,
+                stride=2,
+                padding=1,
+                norm_cfg=norm_cfg)
+        self.out_channels = self.embed_dims + [channels] * (
+            num_levels - num_stages)
         self.out_norm = out_norm
         if out_norm:
             for i in out_indices:
                 if i < num_stages:
-                    self.add_module(f'norm{i}',
-                                    build_norm_layer(norm_cfg,
-                                                     self.embed_dims[i])[1])
+                    self.add_module(
+                        f'norm{i}',
+                        build_norm_layer(norm_cfg, self.embed_dims[i])[1])
         self._freeze_stages()
         guard_backbone_loads(self)  # no load into it is silently partial
 
@@ -587,7 +639,8 @@ class CvT(RMoEBackboneMixin, BaseModule):
             if stage.with_cls_token:
                 trunc_normal_(stage.cls_token, std=.02)
 
-    def convert_state_dict(self, state_dict: StateDict,
+    def convert_state_dict(self,
+                           state_dict: StateDict,
                            source: str = '') -> Tuple[StateDict, str]:
         """Any layout of :mod:`rmoe_mm.converters.cvt` -> this one. The
         classifier, the final norm and a cls token this model was built
@@ -616,6 +669,11 @@ class CvT(RMoEBackboneMixin, BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Feature maps ``[B, C_i, H / s_i, W / s_i]`` for ``out_indices``."""
+        if self.out_type == 'cls_token':
+            for stage in self.stages[:-1]:
+                x = stage(x)
+            _, cls_token = self.stages[-1](x, return_cls_token=True)
+            return (getattr(self, f'norm{len(self.stages) - 1}')(cls_token), )
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)

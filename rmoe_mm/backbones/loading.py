@@ -21,7 +21,7 @@ loads what fits.
 """
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, List, Set
+from typing import Iterable, List, Sequence, Set
 
 from mmengine.logging import print_log
 from torch import nn
@@ -79,6 +79,59 @@ class LoadReport:
                          f'{len(self.recomputed)}: '
                          f'{summarise_keys(self.recomputed)}')
         return '\n'.join(lines)
+
+    def enforce_complete(self,
+                         allowed_missing: Sequence[str] = (),
+                         allowed_unused: Sequence[str] = (),
+                         logger='current') -> None:
+        """A strict load: every tensor of the model loaded and every tensor
+        of the checkpoint used, but for the key prefixes allowed (e.g. the
+        output norms a classifier has not, ``('norm0.', ...)``; its head,
+        ``('head.',)``). What the allowances cover is logged.
+
+        Raises:
+            CheckpointMismatchError: anything else is left out (unless
+                partial loads are allowed, then a WARNING).
+        """
+
+        def allowed(key, prefixes):
+            return key.startswith(tuple(prefixes))
+
+        problems = []
+        if self.initialised:
+            problems.append(
+                f'{len(self.initialised)} router / residual tensors are not '
+                'in the checkpoint (a dense checkpoint?): '
+                f'{summarise_keys(self.initialised)}')
+        missing = [k for k in self.missing if not allowed(k, allowed_missing)]
+        if missing:
+            problems.append(f'{len(missing)} tensors of the model are not in '
+                            f'the checkpoint: {summarise_keys(missing)}')
+        unused = [k for k in self.ignored if not allowed(k, allowed_unused)]
+        if unused:
+            problems.append(f'{len(unused)} tensors of the checkpoint are not '
+                            f'used: {summarise_keys(unused)}')
+        source = self.source or 'the checkpoint'
+        if problems:
+            message = (f'{source} does not fit the backbone (init_cfg '
+                       f'strict=True, allowed_missing={list(allowed_missing)}'
+                       f', allowed_unused={list(allowed_unused)}):\n  - ' +
+                       '\n  - '.join(problems))
+            if not partial_loads_allowed():
+                raise CheckpointMismatchError(f'{message}\n{PARTIAL_HINT}')
+            print_log(
+                f'{message}\nLoading it partially because partial '
+                'loads are allowed.',
+                logger=logger,
+                level=logging.WARNING)
+            return
+        print_log(
+            f'Strict load of {source}: every backbone tensor loaded but '
+            f'{len(self.missing)} allowed missing '
+            f'({summarise_keys(self.missing)}); {len(self.ignored)} '
+            f'checkpoint tensors allowed unused '
+            f'({summarise_keys(self.ignored)})',
+            logger=logger)
 
 
 def _check_moe_match(model: nn.Module, state_dict: StateDict,

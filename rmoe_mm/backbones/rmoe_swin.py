@@ -18,6 +18,7 @@ from mmseg.models.backbones.swin import SwinTransformer
 from timm.layers import resample_abs_pos_embed
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
+from rmoe_mm.backbones.swin_window_rule import apply_official_window_rule
 from rmoe_mm.checkpoint.fit import guard_backbone_loads
 from rmoe_mm.converters.common import StateDict
 from rmoe_mm.converters.swin import DERIVED_BUFFERS, convert_swin_state_dict
@@ -103,8 +104,9 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
             MoE routers and residuals are frozen too. Default: -1.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=PATH[, prefix='backbone.'])`` with a dense or RMoE Swin
-            checkpoint in any layout of :mod:`rmoe_mm.converters.swin`.
-            Default: None.
+            checkpoint in any layout of :mod:`rmoe_mm.converters.swin`;
+            ``final_norm=True`` also loads the checkpoint's final norm into
+            the last output norm (classifiers). Default: None.
         arch (str | dict, optional): Named size preset (see
             :attr:`arch_zoo`) or a dict of the same keys: fills
             ``embed_dims``, ``depths``, ``num_heads``, ``window_size`` and
@@ -120,6 +122,11 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
             gate_noise, capacity_factor, balance_loss, balance_loss_weight,
             residual_std, alignment, residual_rank). Default: None, the
             defaults (8 experts, top-1).
+        official_window_rule (bool): Where a stage's feature map at
+            ``pretrain_img_size`` is not larger than the window, turn the
+            shift off and shrink the window to the map, as the official Swin
+            does (:mod:`.swin_window_rule`); needed for the official logits
+            of the ImageNet checkpoints. Default: False (mmseg's Swin).
     """
 
     family = 'Swin'
@@ -157,7 +164,8 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
                  *,
                  arch=None,
                  moe_blocks=None,
-                 moe_cfg=None):
+                 moe_cfg=None,
+                 official_window_rule=False):
         sizes = self.resolve_arch(
             arch,
             'tiny',
@@ -195,8 +203,17 @@ class RMoESwinTransformer(RMoEBackboneMixin, SwinTransformer):
             **sizes)
         self.arch = arch
         self.convert_weights = convert_weights
+        #: Blocks changed by the official window rule (empty when it is off).
+        self.window_rule_changes = apply_official_window_rule(
+            self.stages, sizes['pretrain_img_size'],
+            strides) if official_window_rule else []
         self.convert_moe_blocks(blocks, cfg)
         guard_backbone_loads(self)  # no load into it is silently partial
+
+    def forward(self, x):
+        """mmseg's Swin forward; the outputs as a tuple, which mmpretrain's
+        necks require (mmseg's and mmdet's heads take either)."""
+        return tuple(super().forward(x))
 
     # ------------------------------------------------ RMoEBackboneMixin
     def init_from_scratch(self) -> None:

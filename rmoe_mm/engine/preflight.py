@@ -113,7 +113,7 @@ def _datasets(node, key: str) -> Iterator[Tuple[str, dict]]:
 def _dataset_docs(dataset: dict) -> str:
     root = str(dataset.get('data_root') or '')
     if 'toy_' in root:
-        kind = 'coco' if 'coco' in root else 'ade20k'
+        kind = next((k for k in ('coco', 'imagenet') if k in root), 'ade20k')
         return (f'python tools/misc/make_toy_data.py {kind} --out data '
                 '(docs/toy_data.md)')
     return ('docs/datasets.md (where the configs expect it, how to get it, '
@@ -166,11 +166,14 @@ def check_dataset(key: str, dataset: dict) -> List[Missing]:
                     Missing(f'{kind} annotations ({key}.ann_file)', path,
                             'lists no images', docs))
     prefixes = dataset.get('data_prefix') or {}
+    if isinstance(prefixes, str):  # mmpretrain: one image folder
+        prefixes = {'': prefixes}
     for name, value in prefixes.items():
         if not value or not isinstance(value, str):
             continue
         path = _join(root, value)
-        what = f'{kind} {name} ({key}.data_prefix.{name})'
+        what = f'{kind} {name or "images"} ({key}.data_prefix' + \
+            (f'.{name})' if name else ')')
         if _is_remote(path):
             continue
         if not osp.exists(path):

@@ -15,9 +15,15 @@ def build_model(cfg):
     init_default_scope(cfg.default_scope)
     if cfg.default_scope == 'mmseg':
         from mmseg.registry import MODELS
+    elif cfg.default_scope == 'mmpretrain':
+        from mmpretrain.registry import MODELS
     else:
         from mmdet.registry import MODELS
-    return MODELS.build(cfg.model)
+    model = cfg.model
+    if 'data_preprocessor' in cfg and isinstance(model, dict):
+        model = dict(model)  # as mmengine's Runner merges it
+        model.setdefault('data_preprocessor', cfg.data_preprocessor)
+    return MODELS.build(model)
 
 
 def head_channels(model):

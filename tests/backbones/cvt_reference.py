@@ -36,8 +36,12 @@ class ConvEmbed(nn.Module):
 
     def __init__(self, patch_size, in_chans, embed_dim, stride, padding):
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size,
-                              stride=stride, padding=padding)
+        self.proj = nn.Conv2d(
+            in_chans,
+            embed_dim,
+            kernel_size=patch_size,
+            stride=stride,
+            padding=padding)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-5)
 
     def forward(self, x):
@@ -48,11 +52,19 @@ class ConvEmbed(nn.Module):
 
 
 def _dw_bn(dim, stride):
-    return nn.Sequential(OrderedDict([
-        ('conv', nn.Conv2d(dim, dim, kernel_size=3, padding=1, stride=stride,
-                           bias=False, groups=dim)),
-        ('bn', nn.BatchNorm2d(dim)),
-    ]))
+    return nn.Sequential(
+        OrderedDict([
+            ('conv',
+             nn.Conv2d(
+                 dim,
+                 dim,
+                 kernel_size=3,
+                 padding=1,
+                 stride=stride,
+                 bias=False,
+                 groups=dim)),
+            ('bn', nn.BatchNorm2d(dim)),
+        ]))
 
 
 class Attention(nn.Module):
@@ -73,16 +85,17 @@ class Attention(nn.Module):
 
     def _heads(self, x):  # 'b t (h d) -> b h t d'
         b, t, c = x.shape
-        return x.reshape(b, t, self.num_heads, c // self.num_heads).permute(
-            0, 2, 1, 3)
+        return x.reshape(b, t, self.num_heads,
+                         c // self.num_heads).permute(0, 2, 1, 3)
 
     def forward(self, x, h, w):
         if self.with_cls_token:
             cls_token, x = torch.split(x, [1, h * w], 1)
         b, _, c = x.shape
         x = x.permute(0, 2, 1).reshape(b, c, h, w)  # 'b (h w) c -> b c h w'
-        q, k, v = (proj(x).flatten(2).permute(0, 2, 1) for proj in
-                   (self.conv_proj_q, self.conv_proj_k, self.conv_proj_v))
+        q, k, v = (
+            proj(x).flatten(2).permute(0, 2, 1)
+            for proj in (self.conv_proj_q, self.conv_proj_k, self.conv_proj_v))
         if self.with_cls_token:
             q = torch.cat((cls_token, q), dim=1)
             k = torch.cat((cls_token, k), dim=1)
@@ -90,8 +103,8 @@ class Attention(nn.Module):
         q = self._heads(self.proj_q(q))
         k = self._heads(self.proj_k(k))
         v = self._heads(self.proj_v(v))
-        attn = F.softmax(torch.einsum('bhlk,bhtk->bhlt', q, k) * self.scale,
-                         dim=-1)
+        attn = F.softmax(
+            torch.einsum('bhlk,bhtk->bhlt', q, k) * self.scale, dim=-1)
         x = torch.einsum('bhlt,bhtv->bhlv', attn, v)
         b, heads, t, d = x.shape
         x = x.permute(0, 2, 1, 3).reshape(b, t, heads * d)
@@ -117,14 +130,24 @@ class Block(nn.Module):
 class Stage(nn.Module):
     """The official ``VisionTransformer`` class: one CvT stage."""
 
-    def __init__(self, in_chans, dim, depth, num_heads, patch_size,
-                 patch_stride, patch_padding, with_cls_token, mlp_ratio=4.,
-                 qkv_bias=True, stride_kv=2, stride_q=1):
+    def __init__(self,
+                 in_chans,
+                 dim,
+                 depth,
+                 num_heads,
+                 patch_size,
+                 patch_stride,
+                 patch_padding,
+                 with_cls_token,
+                 mlp_ratio=4.,
+                 qkv_bias=True,
+                 stride_kv=2,
+                 stride_q=1):
         super().__init__()
         self.patch_embed = ConvEmbed(patch_size, in_chans, dim, patch_stride,
                                      patch_padding)
-        self.cls_token = (nn.Parameter(torch.zeros(1, 1, dim))
-                          if with_cls_token else None)
+        self.cls_token = (
+            nn.Parameter(torch.zeros(1, 1, dim)) if with_cls_token else None)
         self.blocks = nn.ModuleList([
             Block(dim, num_heads, mlp_ratio, qkv_bias, stride_kv, stride_q,
                   with_cls_token) for _ in range(depth)
@@ -145,19 +168,26 @@ class Stage(nn.Module):
 
 
 class OfficialCvT(nn.Module):
-    """``ConvolutionalVisionTransformer``; ``forward`` returns every stage map."""
+    """``ConvolutionalVisionTransformer``; ``forward`` returns every stage map,
+    ``logits`` the classifier's output."""
 
-    def __init__(self, dims, depths, heads, with_cls_token=(False, False, True),
-                 patch_sizes=(7, 3, 3), patch_strides=(4, 2, 2),
-                 patch_paddings=(2, 1, 1), num_classes=10):
+    def __init__(self,
+                 dims,
+                 depths,
+                 heads,
+                 with_cls_token=(False, False, True),
+                 patch_sizes=(7, 3, 3),
+                 patch_strides=(4, 2, 2),
+                 patch_paddings=(2, 1, 1),
+                 num_classes=10):
         super().__init__()
         self.num_stages = len(dims)
         in_chans = 3
         for i in range(self.num_stages):
-            setattr(self, f'stage{i}',
-                    Stage(in_chans, dims[i], depths[i], heads[i],
-                          patch_sizes[i], patch_strides[i], patch_paddings[i],
-                          with_cls_token[i]))
+            setattr(
+                self, f'stage{i}',
+                Stage(in_chans, dims[i], depths[i], heads[i], patch_sizes[i],
+                      patch_strides[i], patch_paddings[i], with_cls_token[i]))
             in_chans = dims[i]
         self.norm = nn.LayerNorm(dims[-1], eps=1e-5)
         self.head = nn.Linear(dims[-1], num_classes)
@@ -168,6 +198,12 @@ class OfficialCvT(nn.Module):
             x, _ = getattr(self, f'stage{i}')(x)
             outs.append(x)
         return outs
+
+    def logits(self, x):
+        """The classifier: the last stage's cls token -> norm -> head."""
+        for i in range(self.num_stages):
+            x, cls_tokens = getattr(self, f'stage{i}')(x)
+        return self.head(self.norm(cls_tokens).squeeze(1))
 
 
 def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -198,17 +234,22 @@ def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
 # Official names to transformers names, transcribed from transformers'
 # convert_cvt_original_pytorch_checkpoint_to_pytorch.py.
 _TRANSFORMERS_BLOCK_NAMES = [
-    ('attn.conv_proj_q.conv.', 'attention.attention.convolution_projection_query.'
+    ('attn.conv_proj_q.conv.',
+     'attention.attention.convolution_projection_query.'
      'convolution_projection.convolution.'),
-    ('attn.conv_proj_q.bn.', 'attention.attention.convolution_projection_query.'
+    ('attn.conv_proj_q.bn.',
+     'attention.attention.convolution_projection_query.'
      'convolution_projection.normalization.'),
-    ('attn.conv_proj_k.conv.', 'attention.attention.convolution_projection_key.'
+    ('attn.conv_proj_k.conv.',
+     'attention.attention.convolution_projection_key.'
      'convolution_projection.convolution.'),
     ('attn.conv_proj_k.bn.', 'attention.attention.convolution_projection_key.'
      'convolution_projection.normalization.'),
-    ('attn.conv_proj_v.conv.', 'attention.attention.convolution_projection_value.'
+    ('attn.conv_proj_v.conv.',
+     'attention.attention.convolution_projection_value.'
      'convolution_projection.convolution.'),
-    ('attn.conv_proj_v.bn.', 'attention.attention.convolution_projection_value.'
+    ('attn.conv_proj_v.bn.',
+     'attention.attention.convolution_projection_value.'
      'convolution_projection.normalization.'),
     ('attn.proj_q.', 'attention.attention.projection_query.'),
     ('attn.proj_k.', 'attention.attention.projection_key.'),
@@ -222,7 +263,8 @@ _TRANSFORMERS_BLOCK_NAMES = [
 
 
 def official_to_transformers(state_dict, prefix='cvt.'):
-    """Rename an official state dict as ``CvtForImageClassification`` holds it."""
+    """Rename an official state dict as ``CvtForImageClassification``
+    holds it."""
     out = OrderedDict()
     for key, value in state_dict.items():
         if key.startswith('norm.'):

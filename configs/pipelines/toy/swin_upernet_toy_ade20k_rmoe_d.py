@@ -1,14 +1,11 @@
-# Toy ADE20K, RMoE-D: the dense upstream checkpoint converted to RMoE (cores
-# from the dense FFNs, new residuals and routers) and finetuned with
-# everything training. It is the dense pipeline (same checkpoint, same
-# schedule, by inheritance) with the backbone of
+# Toy ADE20K, RMoE-D: the dense toy classifier converted to RMoE (cores from
+# its FFNs, new residuals and routers) and finetuned with everything
+# training. It is the dense pipeline (same checkpoint, same schedule, by
+# inheritance) with the backbone of
 # configs/toy/rmoe_swin_upernet_toy_ade20k.py.
 _base_ = ['./swin_upernet_toy_ade20k_dense.py']
 model = dict(
-    backbone=dict(
-        type='RMoESwinTransformer',
-        moe_blocks=None,
-        moe_cfg=dict(num_experts=8, top_k=1)))
+    backbone=dict(moe_blocks=None, moe_cfg=dict(num_experts=8, top_k=1)))
 custom_hooks = [
     dict(type='RMoEStageHook', stages=[dict(name='finetune', begin=0)]),
     dict(type='MoEStatsHook'),

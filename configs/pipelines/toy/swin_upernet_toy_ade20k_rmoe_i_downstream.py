@@ -1,17 +1,18 @@
-# Toy ADE20K, RMoE-I: the dense upstream checkpoint converted to RMoE, an
-# intermediate stage of `intermediate_iters` with the backbone core frozen
-# (residuals, routers, neck and heads train), then the dense pipeline's
-# finetune schedule with everything training. The learning rate stays at its
+# Toy ADE20K, RMoE-I *downstream* (a variant, not the paper's RMoE-I): the
+# dense toy classifier converted to RMoE, an intermediate stage of
+# `intermediate_iters` on the downstream data (toy ADE20K) with the backbone
+# core frozen (residuals, routers, neck and heads train), then the dense
+# pipeline's finetune schedule with everything training. The paper's RMoE-I
+# runs its intermediate stage on the upstream data:
+# swin_upernet_toy_ade20k_rmoe_i_upstream.py. The learning rate stays at its
 # base value through the intermediate stage (mmengine's schedulers multiply
 # the current value, so a decayed rate could not warm up again).
-_base_ = ['../../toy/rmoe_swin_upernet_toy_ade20k.py']
-load_from = 'work_dirs/upstream/swin_upernet_toy_ade20k/iter_600.pth'
+_base_ = ['./swin_upernet_toy_ade20k_rmoe_d.py']
 
 intermediate_iters = 100
 finetune_iters = 300
 warmup_iters = 20
 max_iters = intermediate_iters + finetune_iters
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
     # intermediate stage: warm-up, then constant
     dict(
@@ -37,7 +38,7 @@ param_scheduler = [
 ]
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(checkpoint=dict(interval=100))
+default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [
     dict(
         type='RMoEStageHook',

@@ -1,15 +1,15 @@
-# Toy COCO, RMoE-I: the dense upstream checkpoint converted to RMoE, an
-# intermediate stage with the backbone core frozen (residuals, routers, neck
-# and heads train) at the constant base learning rate, then the dense
-# pipeline's finetune schedule, shifted, with everything training.
-_base_ = ['../../toy/rmoe_swin_mask_rcnn_toy_coco.py']
-load_from = 'work_dirs/upstream/swin_mask_rcnn_toy_coco/iter_400.pth'
+# Toy COCO, RMoE-I *downstream* (a variant, not the paper's RMoE-I): the
+# dense toy classifier converted to RMoE, an intermediate stage on the
+# downstream data (toy COCO) with the backbone core frozen (residuals,
+# routers, neck and heads train) at the constant base learning rate, then
+# the dense pipeline's finetune schedule, shifted, with everything training.
+# The paper's RMoE-I: swin_mask_rcnn_toy_coco_rmoe_i_upstream.py.
+_base_ = ['./swin_mask_rcnn_toy_coco_rmoe_d.py']
 
-intermediate_iters = 50
-finetune_iters = 200
-warmup_iters = 20
+intermediate_iters = 100
+finetune_iters = 400
+warmup_iters = 50
 max_iters = intermediate_iters + finetune_iters
-optim_wrapper = dict(optimizer=dict(lr=5e-4))
 param_scheduler = [
     dict(
         type='LinearLR',
@@ -29,11 +29,11 @@ param_scheduler = [
         by_epoch=False,
         begin=intermediate_iters,
         end=max_iters,
-        milestones=[150],
+        milestones=[300],
         gamma=0.1),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(checkpoint=dict(interval=100))
+default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [
     dict(
         type='RMoEStageHook',

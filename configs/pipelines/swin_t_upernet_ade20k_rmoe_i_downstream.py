@@ -1,9 +1,10 @@
-# Swin-T UperNet ADE20K, RMoE-I: the dense Swin-T checkpoint converted to
-# RMoE, an intermediate stage of 8k iterations (5% of the finetune) with the
-# backbone core frozen (residuals, routers, decode and auxiliary heads train)
-# at the constant base learning rate, then the dense pipeline's 160k schedule,
+# Swin-T UperNet ADE20K, RMoE-I *downstream* (a variant, not the paper's
+# RMoE-I): the dense Swin-T checkpoint converted to RMoE, an intermediate
+# stage of 8k iterations (5% of the finetune) on ADE20K with the backbone core
+# frozen (residuals, routers, decode and auxiliary heads train) at the
+# constant base learning rate, then the dense pipeline's 160k schedule,
 # shifted, with everything training. The paper runs the intermediate stage on
-# the upstream data; here it runs on ADE20K inside the same runner.
+# the upstream data (ImageNet): swin_t_upernet_ade20k_rmoe_i_upstream.py.
 _base_ = ['../rmoe_swin_t_upernet_ade20k.py']
 
 intermediate_iters = 8000

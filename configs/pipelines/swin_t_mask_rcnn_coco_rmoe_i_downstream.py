@@ -1,9 +1,11 @@
-# Swin-T Mask R-CNN COCO, RMoE-I: the dense Swin-T checkpoint converted to
-# RMoE, one intermediate epoch with the backbone core frozen (residuals,
-# routers, FPN and heads train) at the constant base learning rate, then the
-# dense 1x schedule (12 epochs), shifted by one epoch, with everything
-# training. The finetune warm-up lasts 1000 iterations at 7330 iterations per
-# epoch (COCO train2017 at 8 GPUs x 2 images).
+# Swin-T Mask R-CNN COCO, RMoE-I *downstream* (a variant, not the paper's
+# RMoE-I, which is swin_t_mask_rcnn_coco_rmoe_i_upstream.py): the dense
+# Swin-T checkpoint converted to RMoE, one intermediate epoch on COCO with the
+# backbone core frozen (residuals, routers, FPN and heads train) at the
+# constant base learning rate, then the dense 1x schedule (12 epochs),
+# shifted by one epoch, with everything training. The finetune warm-up lasts
+# 1000 iterations at 7330 iterations per epoch (COCO train2017 at 8 GPUs x 2
+# images).
 _base_ = ['../rmoe_swin_t_mask_rcnn_coco.py']
 
 intermediate_epochs = 1
