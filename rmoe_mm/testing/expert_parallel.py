@@ -17,6 +17,7 @@ import contextlib
 import torch
 import torch.distributed as dist
 
+from rmoe_mm.checkpoint import load_checkpoint_file
 from rmoe_mm.moe import RMoEFFN, ext
 from rmoe_mm.moe.experts import CPU_BATCHED_MAX_ROWS
 from rmoe_mm.moe.parallel import full_state_shapes, ignore_expert_shards_in_ddp
@@ -121,7 +122,8 @@ def _run_layer_case(case, rank, world, out_dir):
             dist.all_reduce(param.grad)
             param.grad /= world
         grads[name] = param.grad.clone()
-    layer.load_state_dict(torch.load(out_dir / f'{case["name"]}_1.pt'))
+    layer.load_state_dict(
+        load_checkpoint_file(out_dir / f'{case["name"]}_1.pt'))
     with torch.no_grad():
         loaded_out = layer(x)
     state = layer.state_dict()  # collective: full-size tensors
@@ -152,7 +154,9 @@ def prepare_layer_cases(cases, out_dir):
 
 def check_layer_cases(cases, world, out_dir):
     """Compare the ranks' results with one process (see the module doc)."""
-    ranks = [torch.load(out_dir / f'rank{r}.pt') for r in range(world)]
+    ranks = [
+        load_checkpoint_file(out_dir / f'rank{r}.pt') for r in range(world)
+    ]
     for case in cases:
         with extension(case):
             _check_layer_case(case, [rank[case['name']] for rank in ranks],
@@ -193,7 +197,7 @@ def _check_layer_case(case, got, world, out_dir):
         # ranks' rows too may round differently: 1e-6); N -> 1: the
         # full checkpoint back, bit for bit.
         loaded = make_layer(case)
-        loaded.load_state_dict(torch.load(out_dir / f'{name}_1.pt'))
+        loaded.load_state_dict(load_checkpoint_file(out_dir / f'{name}_1.pt'))
         with torch.no_grad():
             torch.testing.assert_close(got[rank]['loaded_out'],
                                        loaded(inputs[rank][0]), **close)
